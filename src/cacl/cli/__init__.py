@@ -1,0 +1,63 @@
+"""Command-line entry point: ``cacl <command> ...``.
+
+Each command lives in its own module of this package and exposes ``register(subparsers)``, which
+adds an ``argparse`` sub-parser whose ``func`` default runs the command and returns an exit code.
+Heavy imports (torch, the generator, ...) happen inside the command functions so that
+``cacl --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from cacl import __version__
+from cacl.errors import CaclError
+
+# Command modules, in the order ``cacl --help`` lists them.
+COMMAND_MODULES: tuple[str, ...] = ("datasets",)
+
+
+class CommandError(CaclError):
+    """An error whose message is meant for the user (no traceback is shown)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cacl",
+        description=(
+            "Unsupervised person re-identification with Cluster-guided Asymmetric "
+            "Contrastive Learning (CACL)."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"cacl {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages as well")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"cacl.cli.{name}")
+        module.register(subparsers)
+    return parser
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    setup_logging(args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except (CaclError, FileNotFoundError) as exc:
+        print(f"cacl: error: {exc}", file=sys.stderr)
+        return 1

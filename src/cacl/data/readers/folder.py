@@ -1,0 +1,100 @@
+"""Any folder tree of images, for training without identities (``pid = -1`` for every image).
+
+Camera ids come from one of:
+
+- ``camera="regex"``: a regular expression on the file name whose first group is the camera
+  (``cam_regex``, default Market's ``_c(\\d+)``); a file that does not match is an error;
+- ``camera="subfolder"``: the first sub-folder level under ``root`` (``root/cam1/...``);
+- ``camera="none"``: one camera for everything;
+- ``camera="auto"`` (default): ``regex`` when every file name matches ``cam_regex``, else
+  ``subfolder`` when the images sit in two or more first-level sub-folders, else ``none``.
+
+Camera values are renumbered 0..C-1 in sorted order (numerically when they are numbers).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+from cacl.data.images import list_images
+from cacl.data.types import ReidDataset, Sample
+from cacl.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+CAMERA_MODES = ("auto", "regex", "subfolder", "none")
+DEFAULT_CAM_REGEX = r"_c(\d+)"
+
+
+def _sort_key(value: str) -> tuple[int, int | str]:
+    return (0, int(value)) if value.isdigit() else (1, value)
+
+
+def _renumber(raw: list[str]) -> list[int]:
+    index = {value: i for i, value in enumerate(sorted(set(raw), key=_sort_key))}
+    return [index[value] for value in raw]
+
+
+def read_folder(
+    root: str | os.PathLike, *, camera: str = "auto", cam_regex: str = DEFAULT_CAM_REGEX
+) -> ReidDataset:
+    """Read every image under ``root`` (recursively) as an unlabelled training set."""
+    if camera not in CAMERA_MODES:
+        raise DatasetError(f"folder: camera must be one of {CAMERA_MODES}, got {camera!r}")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"folder: not a folder: {root}")
+    paths = list_images(root, recursive=True)
+    if not paths:
+        raise DatasetError(f"folder: no image files under {root}")
+    try:
+        pattern = re.compile(cam_regex)
+    except re.error as exc:
+        raise DatasetError(f"folder: invalid cam_regex {cam_regex!r}: {exc}") from exc
+    if pattern.groups < 1:
+        raise DatasetError(f"folder: cam_regex {cam_regex!r} needs a group capturing the camera")
+
+    subfolders = [
+        p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None for p in paths
+    ]
+    if camera == "auto":
+        if all(pattern.search(p.name) for p in paths):
+            camera = "regex"
+        elif None not in subfolders and len(set(subfolders)) > 1:
+            camera = "subfolder"
+        else:
+            camera = "none"
+        log.info(
+            "folder: camera ids from %s",
+            {
+                "regex": f"file names ({cam_regex})",
+                "subfolder": "first-level sub-folders",
+                "none": "nowhere: one camera",
+            }[camera],
+        )
+    if camera == "regex":
+        raw = []
+        for p in paths:
+            match = pattern.search(p.name)
+            if match is None:
+                raise DatasetError(
+                    f"folder: file name {p} does not match cam_regex {cam_regex!r}; fix the regex "
+                    "or use camera=subfolder / camera=none"
+                )
+            raw.append(match.group(1))
+    elif camera == "subfolder":
+        stray = [p for p, sub in zip(paths, subfolders) if sub is None]
+        if stray:
+            raise DatasetError(
+                f"folder: camera=subfolder needs every image inside a first-level sub-folder, "
+                f"but {len(stray)} lie directly in {root}, e.g. {stray[0]}"
+            )
+        raw = [str(sub) for sub in subfolders]
+    else:
+        raw = ["0"] * len(paths)
+    camids = _renumber(raw)
+    train = [Sample(str(p), -1, c) for p, c in zip(paths, camids)]
+    return ReidDataset("folder", root, train)
