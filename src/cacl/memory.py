@@ -1,0 +1,118 @@
+"""Instance memory bank with class centroids kept up to date incrementally (METHOD.md, "Instance
+memory banks").
+
+The bank holds one L2-normalised row ``v_i`` per training image. After each optimiser step the rows
+of the batch move towards the new features, ``v_i <- normalise(alpha * v_i + (1 - alpha) * x_i)``,
+explicitly and without gradient. Class centroids ``u_l = mean{v_k : y_k = l}`` are maintained by
+adding each row's change divided by its class size, so an update costs O(B * D) instead of the
+O(N * D) of recomputing every centroid.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class InstanceMemory:
+    """An ``N x D`` bank of normalised features plus the centroids of the current labels.
+
+    Args:
+        features: initial rows (N, D); normalised on the way in.
+        momentum: ``alpha`` of the update rule (0.2 in the paper): the weight of the old row.
+    """
+
+    def __init__(self, features: torch.Tensor, momentum: float = 0.2) -> None:
+        if features.dim() != 2:
+            raise ValueError(f"memory features must be (N, D), got {tuple(features.shape)}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.momentum = momentum
+        self.features = F.normalize(features.detach().float(), dim=1).clone()
+        self.labels: torch.Tensor | None = None
+        self.centroids: torch.Tensor | None = None
+        self._counts: torch.Tensor | None = None
+
+    @property
+    def num_samples(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.features.device
+
+    def to(self, device: torch.device | str) -> InstanceMemory:
+        self.features = self.features.to(device)
+        if self.labels is not None:
+            self.set_labels(self.labels.to(device))
+        return self
+
+    def set_labels(self, labels: torch.Tensor) -> None:
+        """Set the class of every row (0..C-1, no gaps needed) and recompute the centroids."""
+        labels = torch.as_tensor(labels, dtype=torch.long, device=self.device)
+        if labels.shape != (self.num_samples,):
+            raise ValueError(f"labels must be ({self.num_samples},), got {tuple(labels.shape)}")
+        if int(labels.min()) < 0:
+            raise ValueError("labels must be non-negative class indices (map outliers first)")
+        num_classes = int(labels.max()) + 1
+        self.labels = labels
+        self._counts = torch.bincount(labels, minlength=num_classes).to(self.features.dtype)
+        sums = torch.zeros(num_classes, self.features.shape[1], device=self.device)
+        sums.index_add_(0, labels, self.features)
+        self.centroids = sums / self._counts.clamp_min(1).unsqueeze(1)
+
+    @torch.no_grad()
+    def update(self, indexes: torch.Tensor, features: torch.Tensor) -> None:
+        """Apply the momentum rule to rows ``indexes`` with new ``features`` (B, D).
+
+        An index that occurs several times in a batch is updated once per occurrence, in batch
+        order, exactly as a sequential loop would; the work is vectorised per occurrence round
+        (one round unless the batch holds duplicates).
+        """
+        indexes = torch.as_tensor(indexes, dtype=torch.long, device=self.device)
+        features = features.detach().to(self.device, self.features.dtype)
+        if indexes.dim() != 1 or features.shape != (indexes.shape[0], self.features.shape[1]):
+            raise ValueError(
+                f"update needs indexes (B,) and features (B, {self.features.shape[1]}); got "
+                f"{tuple(indexes.shape)} and {tuple(features.shape)}"
+            )
+        for rows in _occurrence_rounds(indexes):
+            idx = indexes[rows]
+            old = self.features[idx]
+            new = F.normalize(self.momentum * old + (1.0 - self.momentum) * features[rows], dim=1)
+            self.features[idx] = new
+            if self.centroids is not None:
+                assert self.labels is not None and self._counts is not None
+                cls = self.labels[idx]
+                delta = (new - old) / self._counts[cls].unsqueeze(1)
+                self.centroids.index_add_(0, cls, delta)
+
+    def state_dict(self) -> dict[str, torch.Tensor | float | None]:
+        return {"features": self.features, "labels": self.labels, "momentum": self.momentum}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.momentum = float(state["momentum"])
+        self.features = state["features"].to(self.device, torch.float32).clone()
+        self.labels = self.centroids = self._counts = None
+        if state.get("labels") is not None:
+            self.set_labels(state["labels"])
+
+
+def _occurrence_rounds(indexes: torch.Tensor) -> list[torch.Tensor]:
+    """Split batch positions into rounds: round r holds the (r+1)-th occurrence of each index."""
+    if indexes.numel() == 0:
+        return []
+    order = torch.argsort(indexes, stable=True)
+    sorted_idx = indexes[order]
+    starts = torch.ones_like(sorted_idx, dtype=torch.bool)
+    starts[1:] = sorted_idx[1:] != sorted_idx[:-1]
+    if bool(starts.all()):
+        return [torch.arange(indexes.numel(), device=indexes.device)]
+    # Occurrence number of each sorted position = position - start of its run.
+    positions = torch.arange(sorted_idx.numel(), device=indexes.device)
+    run_start = torch.cummax(torch.where(starts, positions, torch.zeros_like(positions)), 0).values
+    occurrence = torch.empty_like(positions)
+    occurrence[order] = positions - run_start
+    return [
+        torch.nonzero(occurrence == r, as_tuple=True)[0] for r in range(int(occurrence.max()) + 1)
+    ]

@@ -1,0 +1,133 @@
+"""Backbones: torchvision ResNets with the last stride set to 1, and their weights.
+
+``pretrained`` is ``"imagenet"`` (torchvision's weights API; needs the download or torch's cache),
+``"none"`` (random initialisation) or a path to a local state dict (torchvision key names, e.g. a
+file saved from ``torchvision.models.resnet50(weights=...).state_dict()``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from cacl.errors import CaclError
+
+log = logging.getLogger(__name__)
+
+RESNETS = {
+    "resnet18": ("resnet18", "ResNet18_Weights"),
+    "resnet34": ("resnet34", "ResNet34_Weights"),
+    "resnet50": ("resnet50", "ResNet50_Weights"),
+    "resnet101": ("resnet101", "ResNet101_Weights"),
+}
+
+
+class WeightsError(CaclError):
+    """Pretrained weights could not be loaded."""
+
+
+def backbone_names() -> list[str]:
+    return sorted(RESNETS)
+
+
+class ResNetTrunk(nn.Module):
+    """A ResNet without its pooling and classifier: image (B, 3, H, W) -> map (B, C, H/16, W/16).
+
+    With ``last_stride=1`` layer4 keeps the resolution of layer3 (16 x 8 maps for 256 x 128 input).
+    """
+
+    def __init__(self, resnet: torchvision.models.ResNet, last_stride: int = 1) -> None:
+        super().__init__()
+        if last_stride not in (1, 2):
+            raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
+        self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
+        self.layer1, self.layer2, self.layer3, self.layer4 = (
+            resnet.layer1,
+            resnet.layer2,
+            resnet.layer3,
+            resnet.layer4,
+        )
+        if last_stride == 1:
+            block = self.layer4[0]
+            strided = block.conv2 if hasattr(block, "conv3") else block.conv1  # Bottleneck / Basic
+            strided.stride = (1, 1)
+            if block.downsample is not None:
+                block.downsample[0].stride = (1, 1)
+        self.out_channels = resnet.fc.in_features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.stem(images)
+        return self.layer4(self.layer3(self.layer2(self.layer1(out))))
+
+
+def build_backbone(name: str, pretrained: str = "none", last_stride: int = 1) -> ResNetTrunk:
+    """Build backbone ``name`` with weights ``pretrained`` (``imagenet`` | ``none`` | PATH)."""
+    key = name.lower()
+    if key not in RESNETS:
+        raise CaclError(f"unknown backbone {name!r}; choose one of {', '.join(backbone_names())}")
+    factory_name, weights_name = RESNETS[key]
+    resnet = getattr(torchvision.models, factory_name)(weights=None)
+    if pretrained == "imagenet":
+        weights = getattr(torchvision.models, weights_name).IMAGENET1K_V1
+        try:
+            state = weights.get_state_dict(progress=False)
+        except Exception as exc:  # network errors come in many types (URLError, OSError, ...)
+            raise WeightsError(
+                f"cannot download the ImageNet weights of {name} ({type(exc).__name__}: {exc}). "
+                f"On a machine without internet, save them elsewhere with "
+                f"torchvision.models.{factory_name}(weights='IMAGENET1K_V1').state_dict() and "
+                f"set model.pretrained=PATH to the file (or model.pretrained=none)."
+            ) from exc
+        resnet.load_state_dict(state)
+    elif pretrained not in ("none", "", None):
+        load_weights_file(resnet, pretrained)
+    return ResNetTrunk(resnet, last_stride=last_stride)
+
+
+def load_weights_file(module: nn.Module, path: str | os.PathLike) -> None:
+    """Load a local state dict (safely, ``weights_only=True``) into ``module``.
+
+    Keys may carry a ``module.`` or ``backbone.`` prefix; classifier keys (``fc.*``) and keys the
+    module does not have are ignored with a log line; missing keys are an error.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsError(
+            f"weights file not found: {path} (model.pretrained takes imagenet, none or a file path)"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"cannot read weights file {path}: {exc}") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path} does not hold a state dict")
+    cleaned = {}
+    for key, value in state.items():
+        for prefix in ("module.", "backbone."):
+            if key.startswith(prefix):
+                key = key[len(prefix) :]
+        cleaned[key] = value
+    own = module.state_dict()
+    unexpected = [k for k in cleaned if k not in own]
+    missing = [k for k in own if k not in cleaned and not k.startswith("fc.")]
+    if missing:
+        raise WeightsError(
+            f"{path} lacks {len(missing)} weights of the backbone, e.g. {missing[:3]}: "
+            "is it a state dict of the same architecture (model.backbone)?"
+        )
+    if unexpected:
+        log.info(
+            "ignoring %d keys of %s not in the backbone (e.g. %s)",
+            len(unexpected),
+            path,
+            unexpected[:3],
+        )
+    module.load_state_dict({k: v for k, v in cleaned.items() if k in own}, strict=False)
+    log.info("loaded backbone weights from %s", path)

@@ -1,0 +1,98 @@
+"""The two-branch CACL network (METHOD.md, "Network").
+
+- Branch 1 ``F(.|Θ)`` sees colour views; its feature is ``x = normalise(BN_neck(pool(F(I))))``.
+- Branch 2 ``F'(.|Θ')`` has the same architecture and separate weights and sees gray-scale views:
+  ``x~``.
+- The predictor ``G(.|Ψ)`` (Linear + BatchNorm1d) on branch 1's pooled feature gives ``z``.
+
+In eval mode the network returns branch 1's ``x`` only: that is the re-ID feature.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cacl.models.backbone import build_backbone
+
+
+def frozen_bias_bn(dim: int) -> nn.BatchNorm1d:
+    """BatchNorm1d with weight 1 and a bias frozen at 0 (the "BN neck")."""
+    bn = nn.BatchNorm1d(dim)
+    nn.init.ones_(bn.weight)
+    nn.init.zeros_(bn.bias)
+    bn.bias.requires_grad_(False)
+    return bn
+
+
+class Branch(nn.Module):
+    """Backbone + global average pooling + BN neck. Returns ``(pooled, x)``, ``x`` normalised."""
+
+    def __init__(self, backbone: str, pretrained: str = "none", last_stride: int = 1) -> None:
+        super().__init__()
+        self.backbone = build_backbone(backbone, pretrained, last_stride)
+        self.feat_dim = self.backbone.out_channels
+        self.neck = frozen_bias_bn(self.feat_dim)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = F.adaptive_avg_pool2d(self.backbone(images), 1).flatten(1)
+        return pooled, F.normalize(self.neck(pooled), dim=1)
+
+
+class Predictor(nn.Module):
+    """``G(.|Ψ)``: Linear(D, D) + BatchNorm1d (bias frozen at 0), output normalised."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(dim, dim)
+        self.bn = frozen_bias_bn(dim)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.bn(self.fc(pooled)), dim=1)
+
+
+class CACLNet(nn.Module):
+    """Colour branch, optional gray branch and optional predictor.
+
+    ``forward(colour, gray=None)`` in training mode returns a dict with ``pooled``, ``x`` and ``z``
+    (branch 1) and ``x_tilde`` (branch 2, when ``gray`` is given). In eval mode it returns ``x``.
+    ``gray_branch=False`` gives the one-branch cluster-memory baseline; ``predictor=False`` uses
+    ``x`` in place of ``z``.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet50",
+        pretrained: str = "none",
+        last_stride: int = 1,
+        gray_branch: bool = True,
+        predictor: bool = True,
+    ) -> None:
+        super().__init__()
+        self.branch1 = Branch(backbone, pretrained, last_stride)
+        self.feat_dim = self.branch1.feat_dim
+        self.branch2 = Branch(backbone, pretrained, last_stride) if gray_branch else None
+        self.predictor = Predictor(self.feat_dim) if predictor else None
+
+    def forward(
+        self, colour: torch.Tensor, gray: torch.Tensor | None = None
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
+        pooled, x = self.branch1(colour)
+        if not self.training:
+            return x
+        out = {"pooled": pooled, "x": x}
+        out["z"] = self.predictor(pooled) if self.predictor is not None else x
+        if gray is not None:
+            if self.branch2 is None:
+                raise ValueError("this network has no gray branch (model.gray_branch is false)")
+            out["x_tilde"] = self.branch2(gray)[1]
+        return out
+
+    @torch.no_grad()
+    def extract(self, images: torch.Tensor, branch: int = 1) -> torch.Tensor:
+        """Normalised features of ``branch`` (1 colour, 2 gray) in the current mode."""
+        module = self.branch1 if branch == 1 else self.branch2
+        if module is None:
+            raise ValueError("this network has no gray branch")
+        return module(images)[1]

@@ -1,0 +1,85 @@
+"""The two-branch network: shapes, last stride, frozen biases, eval output, weights loading."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from cacl.errors import CaclError
+from cacl.models import CACLNet, build_backbone, load_weights_file
+from cacl.models.backbone import WeightsError
+
+
+@pytest.mark.parametrize("name,channels", [("resnet18", 512), ("resnet50", 2048)])
+def test_last_stride_one_keeps_16x8_maps(name, channels):
+    trunk = build_backbone(name, "none", last_stride=1).eval()
+    with torch.no_grad():
+        out = trunk(torch.zeros(1, 3, 256, 128))
+    assert out.shape == (1, channels, 16, 8)
+    trunk2 = build_backbone(name, "none", last_stride=2).eval()
+    with torch.no_grad():
+        assert trunk2(torch.zeros(1, 3, 256, 128)).shape[-2:] == (8, 4)
+
+
+def test_training_outputs_and_eval_output():
+    torch.manual_seed(0)
+    net = CACLNet("resnet18", "none")
+    colour, gray = torch.randn(4, 3, 64, 32), torch.randn(4, 3, 64, 32)
+    out = net(colour, gray)
+    assert set(out) == {"pooled", "x", "z", "x_tilde"}
+    for key in ("x", "z", "x_tilde"):
+        assert out[key].shape == (4, 512)
+        torch.testing.assert_close(out[key].norm(dim=1), torch.ones(4))
+    net.eval()
+    x = net(colour)
+    assert isinstance(x, torch.Tensor) and x.shape == (4, 512)
+
+
+def test_branches_do_not_share_weights_and_biases_are_frozen():
+    net = CACLNet("resnet18", "none")
+    p1 = dict(net.branch1.named_parameters())
+    p2 = dict(net.branch2.named_parameters())
+    assert all(p1[k].data_ptr() != p2[k].data_ptr() for k in p1)
+    assert not net.branch1.neck.bias.requires_grad
+    assert not net.predictor.bn.bias.requires_grad
+    assert net.branch1.neck.weight.requires_grad
+
+
+def test_ablation_switches():
+    net = CACLNet("resnet18", "none", gray_branch=False, predictor=False)
+    assert net.branch2 is None and net.predictor is None
+    out = net(torch.randn(2, 3, 64, 32))
+    assert torch.equal(out["z"], out["x"]) and "x_tilde" not in out
+    with pytest.raises(ValueError, match="no gray branch"):
+        net(torch.randn(2, 3, 64, 32), torch.randn(2, 3, 64, 32))
+
+
+def test_local_weights_file_round_trip(tmp_path):
+    source = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "r18.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, path)
+    trunk = build_backbone("resnet18", str(path))
+    torch.testing.assert_close(trunk.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
+
+
+def test_weights_errors(tmp_path):
+    with pytest.raises(WeightsError, match="weights file not found"):
+        build_backbone("resnet18", str(tmp_path / "missing.pth"))
+    wrong = tmp_path / "wrong.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), wrong)
+    with pytest.raises(WeightsError, match="lacks .* weights"):
+        load_weights_file(torchvision.models.resnet50(weights=None), wrong)
+    with pytest.raises(CaclError, match="unknown backbone"):
+        build_backbone("vgg16")
+
+
+def test_imagenet_download_failure_names_the_path_option(monkeypatch):
+    def fail(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(
+        torchvision.models.ResNet18_Weights.IMAGENET1K_V1.__class__, "get_state_dict", fail
+    )
+    with pytest.raises(WeightsError, match="model.pretrained=PATH"):
+        build_backbone("resnet18", "imagenet")
