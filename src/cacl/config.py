@@ -1,0 +1,242 @@
+"""Typed configuration: dataclass sections, read from YAML, with ``key=value`` overrides.
+
+>>> cfg = load_config("configs/smoke.yaml", ["train.epochs=2", "model.backbone=resnet18"])  # doctest: +SKIP
+
+Unknown sections or keys are errors that list the valid ones; values are converted to the type of
+the field (``true``/``false`` for booleans, ``none`` for optional fields). The resolved config is
+saved beside every run (:func:`save_config`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cacl.errors import CaclError
+
+
+class ConfigError(CaclError):
+    """A config file or override is invalid."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic"  # a dataset reader name (cacl datasets lists them)
+    root: str | None = None  # None with name=synthetic: generate synth_preset in the cache folder
+    synth_preset: str = "small"
+    synth_seed: int = 0
+    height: int = 256
+    width: int = 128
+    workers: int = 4
+    verify: str = "header"
+    camera: str = "auto"  # folder reader: where camera ids come from
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet50"
+    pretrained: str = "imagenet"  # imagenet | none | PATH
+    last_stride: int = 1
+    gray_branch: bool = True
+    predictor: bool = True
+
+
+@dataclass
+class ClusterConfig:
+    eps: float = 0.6
+    eps_gap: float = 0.02
+    k1: int = 30
+    k2: int = 6
+    min_samples: int = 4
+    refine: bool = True
+    ratio: float = 1.0
+    outliers: str = "singleton"  # singleton | drop
+    knn: str = "auto"  # auto | faiss | torch
+    on_no_cluster: str = "continue"  # continue | stop
+
+
+@dataclass
+class LossConfig:
+    temperature: float = 0.05
+    gamma: float = 2.0
+    instance_weight: float = 1.0
+    inter_weight: float = 1.0
+    intra_weight: float = 1.0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    step_size: int = 20
+    lr_gamma: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 80
+    iters: int = 400
+    batch_size: int = 64
+    num_instances: int = 4
+    momentum: float = 0.2  # alpha of the memory update
+    eval_every: int = 5
+    seed: int = 1
+    deterministic: bool = False
+    supervised: bool = False
+    device: str = "auto"
+    max_grad_norm: float = 0.0  # 0: no clipping
+    explode_loss: float = 1e4  # stop when a loss exceeds this (or is NaN)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _field_types(section: Any) -> dict[str, Any]:
+    hints = typing.get_type_hints(type(section))
+    return {f.name: hints[f.name] for f in dataclasses.fields(section)}
+
+
+def _convert(value: Any, annotation: Any, key: str) -> Any:
+    """Convert ``value`` (from YAML or an override string) to the field type ``annotation``."""
+    optional = False
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(annotation))
+        annotation = args[0]
+    if isinstance(value, str) and value.strip().lower() in ("none", "null", "~"):
+        if optional:
+            return None
+        raise ConfigError(f"{key} cannot be none")
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key} cannot be none")
+    try:
+        if annotation is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("true", "yes", "1", "on"):
+                return True
+            if text in ("false", "no", "0", "off"):
+                return False
+            raise ValueError(value)
+        if annotation is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return (
+                int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+            )
+        if annotation is float:
+            return float(value)
+        if annotation is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{key}: cannot read {value!r} as {getattr(annotation, '__name__', annotation)}"
+        ) from None
+    raise ConfigError(f"{key}: unsupported field type {annotation}")
+
+
+def _set(cfg: Config, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    sections = [f.name for f in dataclasses.fields(cfg)]
+    if len(parts) != 2 or parts[0] not in sections:
+        raise ConfigError(
+            f"unknown config key {dotted!r}: keys are SECTION.NAME with SECTION one of "
+            f"{', '.join(sections)}"
+        )
+    section = getattr(cfg, parts[0])
+    types_ = _field_types(section)
+    if parts[1] not in types_:
+        raise ConfigError(
+            f"unknown config key {dotted!r}; valid keys of {parts[0]}: {', '.join(types_)}"
+        )
+    setattr(section, parts[1], _convert(value, types_[parts[1]], dotted))
+
+
+def apply_dict(cfg: Config, data: dict[str, Any], source: str = "config") -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: section {section!r} must be a mapping")
+        for key, value in values.items():
+            _set(cfg, f"{section}.{key}", value)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    return key.strip(), raw.strip()
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults, then the YAML file (if any), then the ``key=value`` overrides, in that order."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        with open(path, encoding="utf-8") as handle:
+            try:
+                data = yaml.safe_load(handle) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+        apply_dict(cfg, data, str(path))
+    for text in overrides:
+        _set(cfg, *parse_override(text))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks with messages that say what to change."""
+    t = cfg.train
+    if t.batch_size % t.num_instances:
+        raise ConfigError(
+            f"train.batch_size ({t.batch_size}) must be a multiple of train.num_instances "
+            f"({t.num_instances})"
+        )
+    if cfg.cluster.outliers not in ("singleton", "drop"):
+        raise ConfigError("cluster.outliers must be singleton or drop")
+    if cfg.cluster.on_no_cluster not in ("continue", "stop"):
+        raise ConfigError("cluster.on_no_cluster must be continue or stop")
+    if not 0 < cfg.cluster.eps < 1:
+        raise ConfigError(
+            f"cluster.eps must be in (0, 1) (a Jaccard distance), got {cfg.cluster.eps}"
+        )
+    if t.epochs < 1 or t.iters < 1 or t.eval_every < 1:
+        raise ConfigError("train.epochs, train.iters and train.eval_every must be at least 1")
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(cfg.to_dict(), handle, sort_keys=False)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a config saved with :func:`save_config` (e.g. from a checkpoint)."""
+    cfg = apply_dict(Config(), data)
+    validate(cfg)
+    return cfg

@@ -1,0 +1,49 @@
+"""Image transforms (METHOD.md, "Views"): the colour view ``T(I)``, the gray view ``G(T'(I))`` and
+the test transform. The two training views are drawn independently from the same family.
+"""
+
+from __future__ import annotations
+
+from torchvision import transforms as T
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _train_family(height: int, width: int, gray: bool, erase_p: float) -> T.Compose:
+    steps = [
+        T.Resize((height, width), interpolation=T.InterpolationMode.BICUBIC),
+        T.RandomHorizontalFlip(p=0.5),
+        T.Pad(10),
+        T.RandomCrop((height, width)),
+    ]
+    if gray:
+        steps.append(T.Grayscale(num_output_channels=3))
+    steps += [
+        T.ToTensor(),
+        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        T.RandomErasing(p=erase_p),
+    ]
+    return T.Compose(steps)
+
+
+def colour_view(height: int = 256, width: int = 128, erase_p: float = 0.5) -> T.Compose:
+    """Branch 1's view: resize, flip, pad 10 + random crop, normalise, random erasing."""
+    return _train_family(height, width, gray=False, erase_p=erase_p)
+
+
+def gray_view(height: int = 256, width: int = 128, erase_p: float = 0.5) -> T.Compose:
+    """Branch 2's view: the same family with 3-channel gray-scale before normalisation."""
+    return _train_family(height, width, gray=True, erase_p=erase_p)
+
+
+def test_transform(height: int = 256, width: int = 128, gray: bool = False) -> T.Compose:
+    """Resize (bicubic) and normalise; ``gray`` converts to 3-channel gray-scale first."""
+    steps = [T.Resize((height, width), interpolation=T.InterpolationMode.BICUBIC)]
+    if gray:
+        steps.append(T.Grayscale(num_output_channels=3))
+    steps += [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    return T.Compose(steps)
+
+
+test_transform.__test__ = False  # not a pytest test, despite its name

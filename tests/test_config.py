@@ -1,0 +1,74 @@
+"""Typed config: YAML files, overrides, type conversion and errors that list valid keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cacl.config import ConfigError, config_from_dict, load_config, save_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert cfg.train.batch_size % cfg.train.num_instances == 0
+
+
+def test_authors_defaults_in_market_config():
+    cfg = load_config(CONFIGS / "market1501.yaml")
+    assert (cfg.data.name, cfg.model.backbone, cfg.train.epochs) == ("market1501", "resnet50", 80)
+    assert (cfg.cluster.eps, cfg.cluster.k1, cfg.cluster.k2) == (0.6, 30, 6)
+    assert cfg.optim.lr == pytest.approx(3.5e-4) and cfg.loss.gamma == 2.0
+
+
+def test_overrides_convert_types():
+    cfg = load_config(
+        None,
+        [
+            "train.epochs=3",
+            "model.gray_branch=false",
+            "cluster.eps=0.5",
+            "data.root=none",
+            "optim.lr=1e-3",
+            "model.pretrained=/w/r50.pth",
+        ],
+    )
+    assert cfg.train.epochs == 3 and cfg.model.gray_branch is False
+    assert cfg.cluster.eps == 0.5 and cfg.data.root is None and cfg.optim.lr == 1e-3
+    assert cfg.model.pretrained == "/w/r50.pth"
+
+
+def test_unknown_keys_list_the_valid_ones(tmp_path):
+    with pytest.raises(ConfigError, match="valid keys of train: epochs, iters"):
+        load_config(None, ["train.epoch=3"])
+    with pytest.raises(ConfigError, match="SECTION one of data, model"):
+        load_config(None, ["trian.epochs=3"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  backbone: resnet18\n  colour: red\n")
+    with pytest.raises(ConfigError, match="unknown config key 'model.colour'"):
+        load_config(bad)
+
+
+def test_bad_values_are_errors():
+    with pytest.raises(ConfigError, match="cannot read 'many' as int"):
+        load_config(None, ["train.epochs=many"])
+    with pytest.raises(ConfigError, match="cannot read 'maybe' as bool"):
+        load_config(None, ["model.predictor=maybe"])
+    with pytest.raises(ConfigError, match="multiple of train.num_instances"):
+        load_config(None, ["train.batch_size=30"])
+    with pytest.raises(ConfigError, match="must look like"):
+        load_config(None, ["epochs"])
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("/nonexistent.yaml")
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config(None, ["train.epochs=7", "cluster.refine=false"])
+    save_config(cfg, tmp_path / "config.yaml")
+    import yaml
+
+    again = config_from_dict(yaml.safe_load((tmp_path / "config.yaml").read_text()))
+    assert again == cfg
