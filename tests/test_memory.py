@@ -55,6 +55,16 @@ def test_incremental_centroids_equal_recomputed_means():
     )
 
 
+def test_unassigned_rows_do_not_enter_centroids():
+    torch.manual_seed(2)
+    memory = InstanceMemory(torch.randn(12, 5))
+    labels = torch.tensor([0, 0, 1, 1, -1, -1, 2, 2, 2, -1, 0, 1])
+    memory.set_labels(labels)
+    memory.update(torch.tensor([4, 0, 9, 6]), F.normalize(torch.randn(4, 5), dim=1))
+    expected = torch.stack([memory.features[labels == c].mean(0) for c in range(3)])
+    torch.testing.assert_close(memory.centroids, expected, atol=1e-6, rtol=0)
+
+
 def test_state_round_trip_keeps_rows_and_centroids():
     memory = InstanceMemory(torch.randn(20, 4))
     memory.set_labels(torch.arange(20) % 5)
@@ -70,6 +80,8 @@ def test_bad_inputs():
         InstanceMemory(torch.randn(3, 2), momentum=1.0)
     memory = InstanceMemory(torch.randn(3, 2))
     with pytest.raises(ValueError, match="labels must be"):
-        memory.set_labels(torch.tensor([0, -1, 1]))
+        memory.set_labels(torch.tensor([0, -2, 1]))
+    with pytest.raises(ValueError, match="no row has a class"):
+        memory.set_labels(torch.tensor([-1, -1, -1]))
     with pytest.raises(ValueError, match="update needs"):
         memory.update(torch.tensor([0]), torch.randn(2, 2))

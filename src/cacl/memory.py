@@ -48,17 +48,24 @@ class InstanceMemory:
         return self
 
     def set_labels(self, labels: torch.Tensor) -> None:
-        """Set the class of every row (0..C-1, no gaps needed) and recompute the centroids."""
+        """Set the class of every row and recompute the centroids.
+
+        Classes are 0..C-1; a row labelled -1 belongs to no class (it is kept and updated but
+        contributes to no centroid).
+        """
         labels = torch.as_tensor(labels, dtype=torch.long, device=self.device)
         if labels.shape != (self.num_samples,):
             raise ValueError(f"labels must be ({self.num_samples},), got {tuple(labels.shape)}")
-        if int(labels.min()) < 0:
-            raise ValueError("labels must be non-negative class indices (map outliers first)")
+        if int(labels.min()) < -1:
+            raise ValueError("labels must be class indices >= 0, or -1 for no class")
+        assigned = labels >= 0
+        if not bool(assigned.any()):
+            raise ValueError("no row has a class: cannot compute centroids")
         num_classes = int(labels.max()) + 1
         self.labels = labels
-        self._counts = torch.bincount(labels, minlength=num_classes).to(self.features.dtype)
+        self._counts = torch.bincount(labels[assigned], minlength=num_classes).float()
         sums = torch.zeros(num_classes, self.features.shape[1], device=self.device)
-        sums.index_add_(0, labels, self.features)
+        sums.index_add_(0, labels[assigned], self.features[assigned])
         self.centroids = sums / self._counts.clamp_min(1).unsqueeze(1)
 
     @torch.no_grad()
@@ -84,8 +91,9 @@ class InstanceMemory:
             if self.centroids is not None:
                 assert self.labels is not None and self._counts is not None
                 cls = self.labels[idx]
-                delta = (new - old) / self._counts[cls].unsqueeze(1)
-                self.centroids.index_add_(0, cls, delta)
+                keep = cls >= 0
+                delta = (new[keep] - old[keep]) / self._counts[cls[keep]].unsqueeze(1)
+                self.centroids.index_add_(0, cls[keep], delta)
 
     def state_dict(self) -> dict[str, torch.Tensor | float | None]:
         return {"features": self.features, "labels": self.labels, "momentum": self.momentum}

@@ -1,0 +1,1 @@
+"""Training engine: checkpoints, feature extraction passes and the CACL trainer."""
