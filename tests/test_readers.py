@@ -6,11 +6,11 @@ import logging
 from pathlib import Path
 
 import pytest
-from conftest import write_image
 
 from cacl.cli import main
 from cacl.data import load_dataset
 from cacl.errors import DatasetError
+from conftest import write_image
 
 
 def make_market(base: Path, extra_train: tuple[str, ...] = ()) -> Path:
