@@ -8,7 +8,7 @@ import pytest
 
 from cacl.config import ConfigError, config_from_dict, load_config, save_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # a link to src/cacl/configs
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
@@ -62,7 +62,7 @@ def test_bad_values_are_errors():
     with pytest.raises(ConfigError, match="must look like"):
         load_config(None, ["epochs"])
     with pytest.raises(ConfigError, match="config file not found"):
-        load_config("/nonexistent.yaml")
+        load_config("/nonexistent.yaml")  # the message lists the shipped configs
 
 
 def test_saved_config_round_trips(tmp_path):
@@ -72,3 +72,9 @@ def test_saved_config_round_trips(tmp_path):
 
     again = config_from_dict(yaml.safe_load((tmp_path / "config.yaml").read_text()))
     assert again == cfg
+
+
+def test_shipped_config_by_name():
+    assert load_config("market1501").data.name == "market1501"
+    with pytest.raises(ConfigError, match="shipped configs: .*market1501"):
+        load_config("nonexistent")

@@ -121,10 +121,8 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         optional = len(args) < len(typing.get_args(annotation))
         annotation = args[0]
-    if isinstance(value, str) and value.strip().lower() in ("none", "null", "~"):
-        if optional:
-            return None
-        raise ConfigError(f"{key} cannot be none")
+    if optional and isinstance(value, str) and value.strip().lower() in ("none", "null", "~"):
+        return None
     if value is None:
         if optional:
             return None
@@ -191,19 +189,46 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), raw.strip()
 
 
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def config_names() -> list[str]:
+    """Names of the configs shipped with the package (``configs/NAME.yaml``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def find_config(name_or_path: str | os.PathLike) -> Path:
+    """A YAML path as given, or the shipped config of that name (``market1501``, ``smoke`` ...)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    shipped = CONFIG_DIR / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise ConfigError(
+        f"config file not found: {path} (shipped configs: {', '.join(config_names())})"
+    )
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> Config:
-    """Defaults, then the YAML file (if any), then the ``key=value`` overrides, in that order."""
+    """Defaults, then the YAML file (if any), then the ``key=value`` overrides, in that order.
+
+    ``path`` is a YAML file or the name of a shipped config (see :func:`config_names`).
+    """
     cfg = Config()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+        path = find_config(path)
         with open(path, encoding="utf-8") as handle:
             try:
                 data = yaml.safe_load(handle) or {}
             except yaml.YAMLError as exc:
                 raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
         apply_dict(cfg, data, str(path))
+    return apply_overrides(cfg, overrides)
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``section.key=value`` strings to ``cfg`` in order, then validate it."""
     for text in overrides:
         _set(cfg, *parse_override(text))
     validate(cfg)
