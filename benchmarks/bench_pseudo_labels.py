@@ -1,0 +1,182 @@
+"""Seconds and peak memory of the pseudo labels (kNN, Jaccard, DBSCAN x2, refinement) at scale.
+
+Synthetic features like a memory bank: identities of about 20 images in a low-dimensional
+subspace, a random offset per camera, and noise strong enough that DBSCAN leaves outliers;
+D = 2048, L2-normalised. Every size runs in a fresh process, so the peaks are its own. The floor
+is the exact kNN alone (faiss ``IndexFlatIP``, and the blocked torch search the pipeline uses),
+also in fresh processes.
+
+    python benchmarks/bench_pseudo_labels.py                          # 16,000 and 32,621
+    python benchmarks/bench_pseudo_labels.py --sizes 100000 --no-floor
+    python benchmarks/bench_pseudo_labels.py --sizes 4000 --backend faiss
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _stages import StageMeter, emit, load_average, run_worker  # noqa: E402
+
+
+def synthetic_memory(
+    n: int,
+    dim: int = 2048,
+    cluster_size: int = 20,
+    subspace: int = 64,
+    cameras: int = 6,
+    noise: float = 1.1,
+    camera_scale: float = 0.3,
+    ambient_noise: float = 0.5,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(features, identity)``: float32 ``(n, dim)`` unit rows and the true identity of each."""
+    rng = np.random.default_rng(seed)
+    n_ids = max(1, round(n / cluster_size))
+    ids = rng.integers(0, n_ids, n)
+    cams = rng.integers(0, cameras, n)
+    basis = np.linalg.qr(rng.standard_normal((dim, subspace)))[0].T.astype(np.float32)
+    centers = rng.standard_normal((n_ids, subspace)).astype(np.float32)
+    offsets = (camera_scale * rng.standard_normal((cameras, subspace))).astype(np.float32)
+    out = np.empty((n, dim), dtype=np.float32)
+    ambient = ambient_noise * np.sqrt(subspace / dim)
+    for a in range(0, n, 4096):
+        b = min(a + 4096, n)
+        low = centers[ids[a:b]] + offsets[cams[a:b]]
+        low += noise * rng.standard_normal((b - a, subspace), dtype=np.float32)
+        out[a:b] = low @ basis
+        out[a:b] += ambient * rng.standard_normal((b - a, dim), dtype=np.float32)
+    out /= np.linalg.norm(out, axis=1, keepdims=True)
+    return out, ids
+
+
+def pipeline_worker(args: argparse.Namespace) -> dict[str, Any]:
+    from sklearn.metrics import adjusted_rand_score
+
+    from cacl.clustering.dbscan import dbscan_sparse
+    from cacl.clustering.jaccard import encoding_from_neighbors, jaccard_from_encoding
+    from cacl.clustering.knn import knn_prepared, prepare_features
+    from cacl.clustering.refine import refine_from_encoding
+
+    meter = StageMeter()
+    with meter.stage("features"):
+        features, ids = synthetic_memory(args.n, args.dim, noise=args.noise, seed=args.seed)
+    with meter.stage("knn"):
+        x = prepare_features(features, normalize=True)
+        neighbors = knn_prepared(x, args.k1, metric="cosine", backend=args.backend)
+    # The stages of cacl.clustering.pseudo_labels_with_stats, one by one.
+    with meter.stage("jaccard"):
+        v = encoding_from_neighbors(x, neighbors, args.k1, args.k2)
+        del neighbors
+        graph = jaccard_from_encoding(v, max_distance=args.eps)
+    with meter.stage("dbscan"):
+        raw = dbscan_sparse(graph, args.eps, 4)
+    with meter.stage("dbscan_tight"):
+        tight = dbscan_sparse(graph, args.eps - 0.02, 4)
+    with meter.stage("refine"):
+        labels = refine_from_encoding(v, raw, tight)
+    kept = labels >= 0
+    return {
+        "n": args.n,
+        "stages": meter.stages,
+        "peak_method": meter.method,
+        "nnz_per_row": graph.nnz / args.n,
+        "clusters_raw": int(raw.max()) + 1,
+        "outliers_raw": int((raw < 0).sum()),
+        "clusters": int(labels.max()) + 1,
+        "outliers": int((~kept).sum()),
+        "true_ids": int(ids.max()) + 1,
+        "ari_clustered": float(adjusted_rand_score(ids[kept], labels[kept])) if kept.any() else 0,
+    }
+
+
+def floor_worker(args: argparse.Namespace) -> dict[str, Any]:
+    from cacl.clustering.knn import knn_prepared, prepare_features
+
+    meter = StageMeter()
+    with meter.stage("features"):
+        features, _ = synthetic_memory(args.n, args.dim, noise=args.noise, seed=args.seed)
+        x = prepare_features(features, normalize=True)
+    with meter.stage(f"knn_{args.backend}"):
+        knn_prepared(x, args.k1, metric="cosine", backend=args.backend)
+    return {"n": args.n, "stages": meter.stages}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[16000, 32621])
+    parser.add_argument("--dim", type=int, default=2048)
+    parser.add_argument("--noise", type=float, default=1.1, help="within-identity noise")
+    parser.add_argument("--k1", type=int, default=30)
+    parser.add_argument("--k2", type=int, default=6)
+    parser.add_argument("--eps", type=float, default=0.6)
+    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "faiss"])
+    parser.add_argument("--no-floor", action="store_true", help="skip the kNN-alone runs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        emit(floor_worker(args) if args.floor else pipeline_worker(args))
+        return
+
+    common = ["--dim", str(args.dim), "--noise", str(args.noise), "--seed", str(args.seed)]
+    common += ["--k1", str(args.k1), "--k2", str(args.k2), "--eps", str(args.eps)]
+    print(
+        f"pseudo labels benchmark, D = {args.dim}, k1 = {args.k1}, k2 = {args.k2}, "
+        f"eps = {args.eps}; {load_average()} at start"
+    )
+    for n in args.sizes:
+        result = run_worker(__file__, ["--n", str(n), "--backend", args.backend, *common])
+        print(f"\nN = {n:,}  ({load_average()})")
+        if "error" in result:
+            print(f"  FAILED (return code {result['returncode']}):\n{result['error']}")
+            continue
+        stages = {k: v for k, v in result["stages"].items() if k != "features"}
+        print_stage("features", result["stages"]["features"])
+        for name, stage in stages.items():
+            print_stage(name, stage)
+        total = {key: sum(s[key] for s in stages.values()) for key in ("seconds", "cpu_seconds")}
+        peak = max(s["peak_gb"] for s in stages.values())
+        print_stage("pipeline", {**total, "peak_gb": peak})
+        print(f"  (peak RSS per stage from {result['peak_method']}; CPU = user + system seconds)")
+        print(
+            f"  Jaccard entries <= eps per row {result['nnz_per_row']:.1f}; "
+            f"{result['clusters_raw']} clusters / {result['outliers_raw']} outliers before "
+            f"refinement, {result['clusters']} / {result['outliers']} after "
+            f"({result['true_ids']} true identities, ARI on clustered "
+            f"{result['ari_clustered']:.3f})"
+        )
+        if args.no_floor:
+            continue
+        for backend in ("faiss", "torch"):
+            floor = run_worker(__file__, ["--floor", "--n", str(n), "--backend", backend, *common])
+            if "error" in floor:
+                print(f"  exact kNN alone, {backend}: FAILED\n{floor['error']}")
+                continue
+            stage = floor["stages"][f"knn_{backend}"]
+            print_stage(f"kNN alone ({backend})", stage)
+            print(
+                f"  {'':<22} pipeline / kNN alone: {total['seconds'] / stage['seconds']:.2f} "
+                f"wall, {total['cpu_seconds'] / stage['cpu_seconds']:.2f} CPU "
+                f"({load_average()})"
+            )
+
+
+def print_stage(name: str, stage: dict[str, float]) -> None:
+    print(
+        f"  {name:<22} {stage['seconds']:8.2f} s wall {stage['cpu_seconds']:8.2f} s CPU   "
+        f"peak RSS {stage['peak_gb']:5.2f} GB"
+    )
+
+
+if __name__ == "__main__":
+    main()

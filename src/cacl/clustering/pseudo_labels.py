@@ -1,0 +1,268 @@
+"""Pseudo labels of CACL: Jaccard distance, DBSCAN, cluster refinement (METHOD.md, step 1-3).
+
+:func:`pseudo_labels` gives the labels; :func:`pseudo_labels_with_stats` also gives a
+:class:`ClusterStats` (clusters, outliers before and after refinement, cluster sizes, seconds per
+stage), which is logged at INFO level either way. :func:`sweep_eps` reports what several ``eps``
+values would give on one distance matrix, to help choosing ``eps``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from cacl.clustering.dbscan import dbscan_sparse
+from cacl.clustering.jaccard import encoding_from_neighbors, jaccard_from_encoding
+from cacl.clustering.knn import FeatureArray, knn_prepared, prepare_features
+from cacl.clustering.refine import refine_clusters, refine_from_encoding
+
+logger = logging.getLogger(__name__)
+
+_PERCENTILES = (5, 25, 50, 75, 95)
+
+
+@dataclass(frozen=True)
+class ClusterStats:
+    """What one round of pseudo labelling produced.
+
+    Attributes:
+        n_samples: samples clustered (N).
+        eps: the DBSCAN radius.
+        n_clusters_raw: clusters of DBSCAN at ``eps``, before refinement.
+        n_outliers_raw: un-clustered samples before refinement.
+        n_clusters: clusters of the final labels.
+        n_outliers: un-clustered samples of the final labels.
+        cluster_sizes: size of every final cluster, indexed by label.
+        seconds: wall-clock seconds per stage (``knn``, ``jaccard``, ``dbscan``, ``dbscan_tight``,
+            ``refine``) for the stages that ran.
+    """
+
+    n_samples: int
+    eps: float
+    n_clusters_raw: int
+    n_outliers_raw: int
+    n_clusters: int
+    n_outliers: int
+    cluster_sizes: np.ndarray = field(repr=False)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def size_percentiles(self) -> dict[int, float]:
+        """Percentiles 5, 25, 50, 75 and 95 of the cluster sizes (empty without clusters)."""
+        if self.cluster_sizes.size == 0:
+            return {}
+        values = np.percentile(self.cluster_sizes, _PERCENTILES)
+        return {p: float(v) for p, v in zip(_PERCENTILES, values, strict=True)}
+
+    @property
+    def size_histogram(self) -> dict[str, int]:
+        """Number of clusters per size bin ``"2-3"``, ``"4-7"``, ``"8-15"``, ... (powers of two)."""
+        out: dict[str, int] = {}
+        if self.cluster_sizes.size == 0:
+            return out
+        bins = np.floor(np.log2(np.maximum(self.cluster_sizes, 1))).astype(int)
+        for b, count in zip(*np.unique(bins, return_counts=True), strict=True):
+            out[f"{2**b}-{2 ** (b + 1) - 1}"] = int(count)
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary (sizes as percentiles, histogram, min and max)."""
+        sizes = self.cluster_sizes
+        return {
+            "n_samples": self.n_samples,
+            "eps": self.eps,
+            "n_clusters_raw": self.n_clusters_raw,
+            "n_outliers_raw": self.n_outliers_raw,
+            "n_clusters": self.n_clusters,
+            "n_outliers": self.n_outliers,
+            "size_min": int(sizes.min()) if sizes.size else 0,
+            "size_max": int(sizes.max()) if sizes.size else 0,
+            "size_percentiles": self.size_percentiles,
+            "size_histogram": self.size_histogram,
+            "seconds": dict(self.seconds),
+        }
+
+    def summary(self) -> str:
+        """One line for the log."""
+        p = self.size_percentiles
+        sizes = (
+            f"sizes median {p[50]:.0f}, p95 {p[95]:.0f}, max {int(self.cluster_sizes.max())}"
+            if p
+            else "no cluster"
+        )
+        return (
+            f"eps {self.eps:.3f}: {self.n_clusters} clusters ({self.n_clusters_raw} before "
+            f"refinement), {self.n_outliers} of {self.n_samples} un-clustered "
+            f"({self.n_outliers_raw} before refinement); {sizes}"
+        )
+
+
+def pseudo_labels(
+    features: FeatureArray,
+    *,
+    eps: float = 0.6,
+    eps_gap: float = 0.02,
+    k1: int = 30,
+    k2: int = 6,
+    min_samples: int = 4,
+    refine: bool = True,
+    ratio: float = 1.0,
+    **knn_options: Any,
+) -> np.ndarray:
+    """Cluster labels of the memory features, -1 for un-clustered (int64, length N).
+
+    See :func:`pseudo_labels_with_stats` for the arguments.
+    """
+    labels, _ = pseudo_labels_with_stats(
+        features,
+        eps=eps,
+        eps_gap=eps_gap,
+        k1=k1,
+        k2=k2,
+        min_samples=min_samples,
+        refine=refine,
+        ratio=ratio,
+        **knn_options,
+    )
+    return labels
+
+
+def pseudo_labels_with_stats(
+    features: FeatureArray,
+    *,
+    eps: float = 0.6,
+    eps_gap: float = 0.02,
+    k1: int = 30,
+    k2: int = 6,
+    min_samples: int = 4,
+    refine: bool = True,
+    ratio: float = 1.0,
+    **knn_options: Any,
+) -> tuple[np.ndarray, ClusterStats]:
+    """Pseudo labels and what they look like.
+
+    Args:
+        features: ``(N, D)`` features (numpy or torch, any float dtype, any device), normally the
+            branch-1 memory ``M``; L2-normalised inside.
+        eps: DBSCAN radius on the Jaccard distance.
+        eps_gap: the refinement's second DBSCAN runs at ``eps - eps_gap``.
+        k1, k2: the k-reciprocal encoding (METHOD.md).
+        min_samples: DBSCAN's ``min_samples`` (the sample itself included).
+        refine: apply the cluster refinement.
+        ratio: the refinement's ``ratio``.
+        **knn_options: ``backend``, ``approximate``, ``nlist``, ``nprobe``, ``block_size``,
+            ``progress`` of :func:`cacl.clustering.knn.nearest_neighbors`.
+
+    Returns:
+        ``(labels, stats)``: int64 labels ``0..L-1``, -1 for un-clustered, and the statistics.
+    """
+    seconds: dict[str, float] = {}
+    progress = bool(knn_options.get("progress", False))
+    with _timed(seconds, "knn"):
+        x = prepare_features(features, normalize=True)
+        neighbors = knn_prepared(x, k1, metric="cosine", **knn_options)
+    with _timed(seconds, "jaccard"):
+        v = encoding_from_neighbors(x, neighbors, k1, k2)
+        del x, neighbors
+        # DBSCAN only looks at distances <= eps; the refinement recomputes what it needs.
+        graph = jaccard_from_encoding(v, max_distance=eps, progress=progress)
+    with _timed(seconds, "dbscan"):
+        raw = dbscan_sparse(graph, eps, min_samples)
+    labels = raw
+    if refine and raw.max() >= 0:
+        with _timed(seconds, "dbscan_tight"):
+            tight = dbscan_sparse(graph, max(eps - eps_gap, 0.0), min_samples)
+        del graph
+        with _timed(seconds, "refine"):
+            labels = refine_from_encoding(v, raw, tight, ratio)
+    return labels, _statistics(raw, labels, eps, seconds, log=True)
+
+
+def labels_from_distance(
+    dist: sp.spmatrix,
+    *,
+    eps: float = 0.6,
+    eps_gap: float = 0.02,
+    min_samples: int = 4,
+    refine: bool = True,
+    ratio: float = 1.0,
+    log: bool = True,
+) -> tuple[np.ndarray, ClusterStats]:
+    """DBSCAN (and refinement) on a sparse Jaccard matrix: steps 2 and 3 of the pseudo labels.
+
+    ``dist`` must hold every distance below 1 for the refinement (``jaccard_distance`` with no
+    ``max_distance``); without ``refine``, the distances ``<= eps`` suffice.
+    """
+    seconds: dict[str, float] = {}
+    with _timed(seconds, "dbscan"):
+        raw = dbscan_sparse(dist, eps, min_samples)
+    labels = raw
+    if refine and raw.max() >= 0:
+        with _timed(seconds, "dbscan_tight"):
+            tight = dbscan_sparse(dist, max(eps - eps_gap, 0.0), min_samples)
+        with _timed(seconds, "refine"):
+            labels = refine_clusters(dist, raw, tight, ratio)
+    return labels, _statistics(raw, labels, eps, seconds, log=log)
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    seconds[name] = time.perf_counter() - start
+
+
+def _statistics(
+    raw: np.ndarray, labels: np.ndarray, eps: float, seconds: dict[str, float], *, log: bool
+) -> ClusterStats:
+    clustered = labels[labels >= 0]
+    stats = ClusterStats(
+        n_samples=int(labels.size),
+        eps=float(eps),
+        n_clusters_raw=int(raw.max()) + 1,
+        n_outliers_raw=int((raw < 0).sum()),
+        n_clusters=int(labels.max()) + 1,
+        n_outliers=int(labels.size - clustered.size),
+        cluster_sizes=np.bincount(clustered),
+        seconds=seconds,
+    )
+    if log:
+        logger.info("pseudo labels, %s", stats.summary())
+        if stats.n_clusters == 0:
+            logger.warning(
+                "no cluster at eps %.3f: every sample is un-clustered (try a larger eps)", eps
+            )
+    return stats
+
+
+def sweep_eps(
+    dist: sp.spmatrix,
+    eps_values: Iterable[float],
+    *,
+    eps_gap: float = 0.02,
+    min_samples: int = 4,
+    refine: bool = True,
+    ratio: float = 1.0,
+) -> list[ClusterStats]:
+    """What several ``eps`` would give on one Jaccard matrix (clusters, outliers, sizes)."""
+    out = []
+    for eps in eps_values:
+        _, stats = labels_from_distance(
+            dist,
+            eps=eps,
+            eps_gap=eps_gap,
+            min_samples=min_samples,
+            refine=refine,
+            ratio=ratio,
+            log=False,
+        )
+        logger.info("eps sweep, %s", stats.summary())
+        out.append(stats)
+    return out
