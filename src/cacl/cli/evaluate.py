@@ -1,0 +1,54 @@
+"""``cacl eval CHECKPOINT``: mAP and CMC of a trained model on a dataset's query / gallery."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a checkpoint (or run folder) on a dataset",
+        description="Evaluate branch 1 of a trained model with the Market-1501 protocol.",
+    )
+    parser.add_argument("checkpoint", help="a checkpoint file or a run folder (uses best.pt)")
+    parser.add_argument("--data", default=None, help="dataset name (default: the training one)")
+    parser.add_argument("--root", default=None, help="dataset folder (default: the training one)")
+    parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cacl.data.default import resolve_dataset
+    from cacl.engine.evaluate import evaluate_network
+    from cacl.engine.loading import load_network
+    from cacl.engine.trainer import resolve_device
+
+    device = resolve_device(args.device)
+    net, cfg, _ = load_network(args.checkpoint, device)
+    if args.data:
+        cfg.data.name, cfg.data.root = args.data, args.root
+    elif args.root:
+        cfg.data.root = args.root
+    dataset = resolve_dataset(cfg.data)
+    metrics = evaluate_network(
+        net,
+        dataset,
+        height=cfg.data.height,
+        width=cfg.data.width,
+        device=device,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        rerank=args.rerank,
+    )
+    print(f"{dataset.name}: {len(dataset.query)} queries, {len(dataset.gallery)} gallery images")
+    print(
+        f"mAP {metrics['mAP']:.4f}  rank-1 {metrics['rank1']:.4f}  rank-5 {metrics['rank5']:.4f}  "
+        f"rank-10 {metrics['rank10']:.4f}  mINP {metrics['mINP']:.4f}"
+    )
+    print(json.dumps(metrics))
+    return 0

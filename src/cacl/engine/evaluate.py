@@ -1,0 +1,69 @@
+"""Evaluate a network on a dataset's query and gallery (branch 1 features, Euclidean distance)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from cacl.data.transforms import test_transform
+from cacl.data.types import ReidDataset
+from cacl.engine.extract import extract_features
+from cacl.evaluation import evaluate
+
+log = logging.getLogger(__name__)
+
+
+def squared_euclidean(query: torch.Tensor, gallery: torch.Tensor) -> np.ndarray:
+    """``||q - g||^2`` for every pair, computed as ``|q|^2 + |g|^2 - 2 q.g`` in float32."""
+    q, g = query.float(), gallery.float()
+    dist = (q * q).sum(1, keepdim=True) + (g * g).sum(1).unsqueeze(0) - 2.0 * q @ g.t()
+    return dist.clamp_min_(0).numpy()
+
+
+def evaluate_network(
+    network: torch.nn.Module,
+    dataset: ReidDataset,
+    *,
+    height: int,
+    width: int,
+    device: torch.device,
+    batch_size: int = 128,
+    workers: int = 0,
+    rerank: bool = False,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Extract features of the query and gallery with ``network`` in eval mode (a CACL network
+    then returns branch 1's ``x``), rank the gallery by squared Euclidean distance, score.
+
+    Returns ``mAP``, ``mINP`` and ``rank1/5/10`` as fractions, and the number of valid queries.
+    """
+    if not dataset.has_test_split:
+        raise ValueError(f"{dataset.name} has no query/gallery split to evaluate on")
+    was_training = network.training
+    network.eval()
+    transform = test_transform(height, width)
+    kwargs = dict(device=device, batch_size=batch_size, workers=workers, progress=progress)
+    qf = extract_features(network, dataset.query, transform, desc="query", **kwargs)
+    gf = extract_features(network, dataset.gallery, transform, desc="gallery", **kwargs)
+    network.train(was_training)
+    if rerank:
+        from cacl.evaluation import re_ranking_features
+
+        distmat = re_ranking_features(qf, gf)
+    else:
+        distmat = squared_euclidean(qf, gf)
+    q_pids = np.array([s.pid for s in dataset.query])
+    g_pids = np.array([s.pid for s in dataset.gallery])
+    q_cams = np.array([s.camid for s in dataset.query])
+    g_cams = np.array([s.camid for s in dataset.gallery])
+    result = evaluate(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=50)
+    return {
+        "mAP": float(result.mAP),
+        "mINP": float(result.mINP),
+        "rank1": result.rank(1),
+        "rank5": result.rank(min(5, len(result.cmc))),
+        "rank10": result.rank(min(10, len(result.cmc))),
+        "valid_queries": int(result.num_valid_queries),
+    }

@@ -1,0 +1,32 @@
+"""Rebuild a trained network from a checkpoint file or a run directory."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from cacl.config import Config, config_from_dict
+from cacl.engine.checkpoint import BEST, CheckpointError, load_checkpoint
+from cacl.models import CACLNet
+
+
+def load_network(
+    checkpoint: str | os.PathLike, device: torch.device | str = "cpu"
+) -> tuple[CACLNet, Config, dict[str, Any]]:
+    """The network of ``checkpoint`` in eval mode, its config, and the checkpoint's metadata."""
+    state = load_checkpoint(checkpoint, prefer=BEST)
+    if "model" not in state or "config" not in state:
+        raise CheckpointError(f"{state['_path']} holds no cacl model")
+    cfg = config_from_dict(state["config"])
+    m = cfg.model
+    net = CACLNet(m.backbone, "none", m.last_stride, m.gray_branch, m.predictor)
+    try:
+        net.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{state['_path']} does not match its own config: {exc}") from exc
+    meta = {
+        k: v for k, v in state.items() if k not in ("model", "optimizer", "memory", "memory_tilde")
+    }
+    return net.to(device).eval(), cfg, meta

@@ -1,0 +1,72 @@
+"""A run directory: resolved config, log file, TensorBoard scalars, ``results.json``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE, RESULTS_FILE, LOG_FILE = "config.yaml", "results.json", "train.log"
+
+
+def new_run_dir(base: str | os.PathLike = "runs", name: str = "run") -> Path:
+    """A fresh folder ``base/YYYYmmdd-HHMMSS-name`` (suffixed when it exists)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(base) / f"{stamp}-{name}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = Path(base) / f"{stamp}-{name}-{suffix}"
+    return path
+
+
+def attach_log_file(run_dir: Path) -> logging.Handler:
+    """Copy every log record of the ``cacl`` loggers into ``run_dir/train.log``."""
+    handler = logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8")
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+    )
+    logger = logging.getLogger("cacl")
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    return handler
+
+
+def write_json_atomic(data: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class Scalars:
+    """TensorBoard scalars when the ``tensorboard`` package is installed; a no-op otherwise."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True) -> None:
+        self.writer = None
+        if not enabled:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            log.info(
+                "tensorboard is not installed: no TensorBoard scalars (pip install tensorboard)"
+            )
+            return
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+    def add(self, tag: str, value: float, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar(tag, value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

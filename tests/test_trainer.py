@@ -1,0 +1,118 @@
+"""End-to-end training on the tiny synthetic set: outputs, checkpoints, exact resume, failures."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from cacl.cli import main
+from cacl.config import load_config
+from cacl.engine.checkpoint import load_checkpoint
+from cacl.engine.step import TrainingError
+from cacl.engine.trainer import Trainer
+
+FAST = [
+    "data.height=32",
+    "data.width=16",
+    "train.iters=2",
+    "train.batch_size=8",
+    "train.deterministic=true",
+]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CACL_CACHE", str(path))
+        yield path
+
+
+def train(output, *overrides, epochs=2):
+    cfg = load_config("smoke", [*FAST, f"train.epochs={epochs}", *overrides])
+    return Trainer(cfg, output, progress=False).fit()
+
+
+@pytest.fixture(scope="module")
+def full_run(cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    return out, train(out)
+
+
+def test_run_folder_holds_everything(full_run):
+    out, results = full_run
+    for name in ("config.yaml", "train.log", "results.json", "last.pt", "best.pt"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["mAP"] == results["mAP"] and 0.0 <= saved["mAP"] <= 1.0
+    assert saved["initial_mAP"] is not None
+    assert [h["epoch"] for h in saved["history"]] == [1, 2]
+    first = saved["history"][0]
+    assert {"L_I", "L_C_inter", "L_C_intra", "total"} <= set(first["loss"])
+    assert {"clusters", "outliers", "nmi", "ari"} <= set(first["cluster"])
+    assert "eval" in first  # smoke evaluates every epoch
+    log_text = (out / "train.log").read_text()
+    assert "epoch 2: mAP" in log_text
+
+
+def test_checkpoints_load_safely_and_eval_cli_reproduces_best(full_run, capsys):
+    out, results = full_run
+    state = load_checkpoint(out / "last.pt")  # weights_only=True inside
+    assert state["epoch"] == 2 and state["memory"]["features"].shape[0] == 72
+    assert state["memory_tilde"] is not None and state["classes"].shape == (72,)
+    best = load_checkpoint(out)  # a run directory resolves to best.pt
+    assert best["format"] == "cacl-model-v1"
+    assert main(["eval", str(out), "--device", "cpu", "--workers", "0"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["mAP"] == pytest.approx(results["mAP"], abs=1e-6)
+
+
+def test_interrupted_and_resumed_run_ends_with_the_same_metrics(full_run, tmp_path):
+    _, uninterrupted = full_run
+    train(tmp_path, epochs=1)
+    resumed = Trainer.resume(tmp_path, ["train.epochs=2"], progress=False).fit()
+    assert resumed["epochs_done"] == 2
+    assert resumed["mAP"] == pytest.approx(uninterrupted["mAP"], abs=1e-6)
+    for a, b in zip(resumed["history"], uninterrupted["history"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+        assert a["cluster"]["clusters"] == b["cluster"]["clusters"]
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(cache, tmp_path, monkeypatch):
+    train(tmp_path, epochs=1)
+    before = (tmp_path / "last.pt").read_bytes()
+    import cacl.engine.step as step
+
+    real = step.instance_loss
+    monkeypatch.setattr(step, "instance_loss", lambda z, x: real(z, x) * float("nan"))
+    trainer = Trainer.resume(tmp_path, ["train.epochs=2"], progress=False)
+    with pytest.raises(TrainingError, match="L_I=nan.*last good checkpoint.*optim.lr"):
+        trainer.fit()
+    assert (tmp_path / "last.pt").read_bytes() == before
+
+
+def test_no_cluster_is_reported_and_training_goes_on(cache, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        results = train(tmp_path, "cluster.eps=0.01", "cluster.min_samples=50", epochs=1)
+    assert results["history"][0]["cluster"]["clusters"] == 0
+    assert any("found no cluster" in r.getMessage() for r in caplog.records)
+    with pytest.raises(TrainingError, match="larger cluster.eps"):
+        train(
+            tmp_path / "stop",
+            "cluster.eps=0.01",
+            "cluster.min_samples=50",
+            "cluster.on_no_cluster=stop",
+            epochs=1,
+        )
+
+
+def test_one_branch_baseline_and_supervised_switches(cache, tmp_path):
+    res = train(tmp_path / "one", "model.gray_branch=false", epochs=1)
+    assert res["history"][0]["loss"]["L_I"] == 0.0
+    state = load_checkpoint(tmp_path / "one" / "last.pt")
+    assert state["memory_tilde"] is None
+    sup = train(tmp_path / "sup", "train.supervised=true", epochs=1)
+    assert sup["history"][0]["cluster"]["clusters"] == 12  # the tiny set's 12 identities
+    assert sup["history"][0]["cluster"]["nmi"] == pytest.approx(1.0)
