@@ -45,6 +45,7 @@ def test_run_folder_holds_everything(full_run):
     out, results = full_run
     for name in ("config.yaml", "train.log", "results.json", "last.pt", "best.pt"):
         assert (out / name).is_file(), name
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))  # scalars were written
     saved = json.loads((out / "results.json").read_text())
     assert saved["mAP"] == results["mAP"] and 0.0 <= saved["mAP"] <= 1.0
     assert saved["initial_mAP"] is not None
