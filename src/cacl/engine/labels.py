@@ -58,6 +58,17 @@ def cluster_stats(cluster_labels: np.ndarray, true_pids: np.ndarray | None = Non
     return stats
 
 
+def describe_clusters(stats: dict) -> str:
+    """One log line from :func:`cluster_stats`."""
+    text = (
+        f"{stats['clusters']} clusters, {stats['outliers']} outliers, sizes "
+        f"{stats['size_min']}/{stats['size_median']:.0f}/{stats['size_max']} (min/median/max)"
+    )
+    if "nmi" in stats:
+        text += f", NMI {stats['nmi']:.3f} ARI {stats['ari']:.3f}"
+    return text
+
+
 SIZE_BINS = (2, 4, 8, 16, 32, 64, 128, 256)
 
 

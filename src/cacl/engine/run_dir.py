@@ -67,6 +67,17 @@ class Scalars:
         if self.writer is not None:
             self.writer.add_scalar(tag, value, step)
 
+    def add_epoch(self, record: dict[str, Any]) -> None:
+        """Loss terms, cluster counts (NMI / ARI when known) and metrics of one epoch's record."""
+        step = record["epoch"]
+        for key, value in record["loss"].items():
+            self.add(f"loss/{key}", value, step)
+        for key in ("clusters", "outliers", "nmi", "ari"):
+            if key in record["cluster"]:
+                self.add(f"cluster/{key}", record["cluster"][key], step)
+        for key, value in record.get("eval", {}).items():
+            self.add(f"eval/{key}", value, step)
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()

@@ -35,7 +35,12 @@ from cacl.engine.checkpoint import (
 )
 from cacl.engine.evaluate import evaluate_network
 from cacl.engine.extract import extract_features
-from cacl.engine.labels import cluster_stats, identity_classes, training_classes
+from cacl.engine.labels import (
+    cluster_stats,
+    describe_clusters,
+    identity_classes,
+    training_classes,
+)
 from cacl.engine.step import TrainingError, train_step
 from cacl.errors import CaclError
 from cacl.memory import InstanceMemory
@@ -335,53 +340,7 @@ class Trainer:
             self.init_memory()
         try:
             while self.epoch < t.epochs:
-                if t.deterministic:
-                    seed_everything(self._epoch_seed())
-                record: dict[str, Any] = {"epoch": self.epoch + 1}
-                stats = self.relabel()
-                record["cluster"] = stats
-                log.info(
-                    "epoch %d: %d clusters, %d outliers, sizes %d/%.0f/%d (min/median/max)%s",
-                    self.epoch + 1,
-                    stats["clusters"],
-                    stats["outliers"],
-                    stats["size_min"],
-                    stats["size_median"],
-                    stats["size_max"],
-                    f", NMI {stats['nmi']:.3f} ARI {stats['ari']:.3f}" if "nmi" in stats else "",
-                )
-                t0 = time.time()
-                record["loss"] = self.train_epoch()
-                record["train_seconds"] = round(time.time() - t0, 1)
-                record["lr"] = self.optimizer.param_groups[0]["lr"]
-                log.info(
-                    "epoch %d: %s (%.0f s)",
-                    self.epoch + 1,
-                    " ".join(f"{k} {v:.4f}" for k, v in record["loss"].items()),
-                    record["train_seconds"],
-                )
-                last_epoch = self.epoch + 1 == t.epochs
-                if self.dataset.has_test_split and (
-                    (self.epoch + 1) % t.eval_every == 0 or last_epoch
-                ):
-                    metrics = self.evaluate()
-                    record["eval"] = metrics
-                    log.info(
-                        "epoch %d: mAP %.4f rank-1 %.4f rank-5 %.4f rank-10 %.4f",
-                        self.epoch + 1,
-                        metrics["mAP"],
-                        metrics["rank1"],
-                        metrics["rank5"],
-                        metrics["rank10"],
-                    )
-                    if metrics["mAP"] > self.best["mAP"]:
-                        self.best = {"epoch": self.epoch + 1, **metrics}
-                        self._save_best()
-                elif not self.dataset.has_test_split:
-                    self.best = {"epoch": self.epoch + 1, "mAP": float("nan")}
-                    self._save_best()
-                self._scalars(record)
-                self.history.append(record)
+                self.history.append(self._run_epoch())
                 self.epoch += 1
                 self.elapsed = time.time() - start
                 atomic_save(self.state_dict(), self.output / LAST)
@@ -391,6 +350,38 @@ class Trainer:
             logging.getLogger("cacl").removeHandler(self._log_handler)
             self._log_handler.close()
         return self.write_results()
+
+    def _run_epoch(self) -> dict[str, Any]:
+        """Relabel, train, maybe evaluate; return the epoch's history record."""
+        t, number = self.cfg.train, self.epoch + 1
+        if t.deterministic:
+            seed_everything(self._epoch_seed())
+        record: dict[str, Any] = {"epoch": number, "cluster": self.relabel()}
+        log.info("epoch %d: %s", number, describe_clusters(record["cluster"]))
+        t0 = time.time()
+        record["loss"] = self.train_epoch()
+        record["train_seconds"] = round(time.time() - t0, 1)
+        record["lr"] = self.optimizer.param_groups[0]["lr"]
+        losses = " ".join(f"{k} {v:.4f}" for k, v in record["loss"].items())
+        log.info("epoch %d: %s (%.0f s)", number, losses, record["train_seconds"])
+        if not self.dataset.has_test_split:
+            self.best = {"epoch": number, "mAP": float("nan")}  # nothing to compare: keep the last
+            self._save_best()
+        elif number % t.eval_every == 0 or number == t.epochs:
+            metrics = record["eval"] = self.evaluate()
+            log.info(
+                "epoch %d: mAP %.4f rank-1 %.4f rank-5 %.4f rank-10 %.4f",
+                number,
+                metrics["mAP"],
+                metrics["rank1"],
+                metrics["rank5"],
+                metrics["rank10"],
+            )
+            if metrics["mAP"] > self.best["mAP"]:
+                self.best = {"epoch": number, **metrics}
+                self._save_best()
+        self.scalars.add_epoch(record)
+        return record
 
     def _save_best(self) -> None:
         atomic_save(
@@ -403,16 +394,6 @@ class Trainer:
             },
             self.output / BEST,
         )
-
-    def _scalars(self, record: dict[str, Any]) -> None:
-        step = record["epoch"]
-        for key, value in record["loss"].items():
-            self.scalars.add(f"loss/{key}", value, step)
-        for key in ("clusters", "outliers", "nmi", "ari"):
-            if key in record["cluster"]:
-                self.scalars.add(f"cluster/{key}", record["cluster"][key], step)
-        for key, value in record.get("eval", {}).items():
-            self.scalars.add(f"eval/{key}", value, step)
 
     def write_results(self) -> dict[str, Any]:
         best = self.best if self.best["epoch"] > 0 else {}
