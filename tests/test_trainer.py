@@ -117,3 +117,20 @@ def test_one_branch_baseline_and_supervised_switches(cache, tmp_path):
     sup = train(tmp_path / "sup", "train.supervised=true", epochs=1)
     assert sup["history"][0]["cluster"]["clusters"] == 12  # the tiny set's 12 identities
     assert sup["history"][0]["cluster"]["nmi"] == pytest.approx(1.0)
+
+
+def test_eps_command_reports_each_eps_with_nmi(full_run, capsys):
+    out, _ = full_run
+    assert main(["eps", str(out), "--eps", "0.3", "0.6", "0.9"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "NMI" in lines[1]
+    rows = [line.split() for line in lines[2:]]
+    assert [r[0] for r in rows] == ["0.300", "0.600", "0.900"]
+    # the 0.6 row is what the training pipeline itself gives on the saved memory
+    from cacl.clustering import pseudo_labels
+
+    state = load_checkpoint(out / "last.pt")
+    c = state["config"]["cluster"]
+    labels = pseudo_labels(state["memory"]["features"], eps=0.6, k1=c["k1"], k2=c["k2"])
+    assert int(rows[1][1]) == labels.max() + 1
+    assert int(rows[1][2]) == int((labels < 0).sum())
