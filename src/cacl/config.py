@@ -34,6 +34,7 @@ class DataConfig:
     synth_seed: int = 0
     height: int = 256
     width: int = 128
+    pad: int = 10  # pad-and-crop margin of the training views, pixels (METHOD.md: 10 at 256x128)
     workers: int = 4
     verify: str = "header"
     camera: str = "auto"  # folder reader: where camera ids come from

@@ -10,11 +10,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _train_family(height: int, width: int, gray: bool, erase_p: float) -> T.Compose:
+def _train_family(height: int, width: int, gray: bool, erase_p: float, pad: int) -> T.Compose:
     steps = [
         T.Resize((height, width), interpolation=T.InterpolationMode.BICUBIC),
         T.RandomHorizontalFlip(p=0.5),
-        T.Pad(10),
+        T.Pad(pad),
         T.RandomCrop((height, width)),
     ]
     if gray:
@@ -27,14 +27,18 @@ def _train_family(height: int, width: int, gray: bool, erase_p: float) -> T.Comp
     return T.Compose(steps)
 
 
-def colour_view(height: int = 256, width: int = 128, erase_p: float = 0.5) -> T.Compose:
-    """Branch 1's view: resize, flip, pad 10 + random crop, normalise, random erasing."""
-    return _train_family(height, width, gray=False, erase_p=erase_p)
+def colour_view(
+    height: int = 256, width: int = 128, erase_p: float = 0.5, pad: int = 10
+) -> T.Compose:
+    """Branch 1's view: resize, flip, pad (10) + random crop, normalise, random erasing."""
+    return _train_family(height, width, gray=False, erase_p=erase_p, pad=pad)
 
 
-def gray_view(height: int = 256, width: int = 128, erase_p: float = 0.5) -> T.Compose:
+def gray_view(
+    height: int = 256, width: int = 128, erase_p: float = 0.5, pad: int = 10
+) -> T.Compose:
     """Branch 2's view: the same family with 3-channel gray-scale before normalisation."""
-    return _train_family(height, width, gray=True, erase_p=erase_p)
+    return _train_family(height, width, gray=True, erase_p=erase_p, pad=pad)
 
 
 def test_transform(height: int = 256, width: int = 128, gray: bool = False) -> T.Compose:

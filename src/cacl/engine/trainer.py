@@ -257,8 +257,8 @@ class Trainer:
         sampler.set_epoch(self.epoch)
         dataset = TwoViewDataset(
             self.dataset.train,
-            colour_view(d.height, d.width),
-            gray_view(d.height, d.width) if self.memory_tilde is not None else None,
+            colour_view(d.height, d.width, pad=d.pad),
+            gray_view(d.height, d.width, pad=d.pad) if self.memory_tilde is not None else None,
         )
         loader = DataLoader(
             dataset,
