@@ -83,3 +83,23 @@ def test_imagenet_download_failure_names_the_path_option(monkeypatch):
     )
     with pytest.raises(WeightsError, match="model.pretrained=PATH"):
         build_backbone("resnet18", "imagenet")
+
+
+def test_calibrated_neck_matches_batch_statistics():
+    """After calibrate_neck on a set of pooled features, eval mode standardises them exactly as
+    train mode does with that set as the batch (up to the biased / unbiased variance)."""
+    torch.manual_seed(0)
+    net = CACLNet("resnet18", "none", gray_branch=False, predictor=False)
+    branch = net.branch1
+    pooled = torch.randn(64, branch.feat_dim) * 3 + 5
+    branch.eval()
+    raw = branch.head(pooled)  # uncalibrated: mean 0 / var 1, i.e. the raw pooled direction
+    assert torch.allclose(raw, torch.nn.functional.normalize(pooled, dim=1), atol=1e-5)
+    branch.calibrate_neck(pooled)
+    calibrated = branch.head(pooled)
+    expected = (pooled - pooled.mean(0)) / torch.sqrt(pooled.var(0) + branch.neck.eps)
+    assert torch.allclose(calibrated, torch.nn.functional.normalize(expected, dim=1), atol=1e-5)
+    branch.train()
+    batch_stats = branch.head(pooled)  # train mode: biased variance of this batch
+    assert torch.allclose(calibrated, batch_stats, atol=5e-3)
+    assert not torch.allclose(raw, batch_stats, atol=5e-2)

@@ -38,6 +38,9 @@ class DataConfig:
     workers: int = 4
     verify: str = "header"
     camera: str = "auto"  # folder reader: where camera ids come from
+    # Random views from the loader's random streams ("loader"), or from a seed per item of the
+    # global batch ("sample": the same views whatever the number of processes or workers).
+    view_rng: str = "loader"
 
 
 @dataclass
@@ -47,6 +50,10 @@ class ModelConfig:
     last_stride: int = 1
     gray_branch: bool = True
     predictor: bool = True
+    # Set the BN necks' running statistics from the training set before the memory is filled
+    # (not in the authors' code; see README). False: the new neck starts at mean 0 / variance 1.
+    calibrate_neck: bool = False
+    sync_bn: bool = False  # multi-process: BatchNorm statistics over the global batch
 
 
 @dataclass
@@ -84,7 +91,7 @@ class OptimConfig:
 class TrainConfig:
     epochs: int = 80
     iters: int = 400
-    batch_size: int = 64
+    batch_size: int = 64  # the global batch (all processes together), P x K
     num_instances: int = 4
     momentum: float = 0.2  # alpha of the memory update
     eval_every: int = 5
@@ -94,6 +101,8 @@ class TrainConfig:
     device: str = "auto"
     max_grad_norm: float = 0.0  # 0: no clipping
     explode_loss: float = 1e4  # stop when a loss exceeds this (or is NaN)
+    amp: bool = False  # mixed precision (autocast) for the forward pass
+    amp_dtype: str = "auto"  # auto (bfloat16 where supported, else float16) | bfloat16 | float16
 
 
 @dataclass
@@ -244,6 +253,10 @@ def validate(cfg: Config) -> None:
             f"train.batch_size ({t.batch_size}) must be a multiple of train.num_instances "
             f"({t.num_instances})"
         )
+    if t.amp_dtype not in ("auto", "bfloat16", "float16"):
+        raise ConfigError(f"train.amp_dtype must be auto, bfloat16 or float16, got {t.amp_dtype!r}")
+    if cfg.data.view_rng not in ("loader", "sample"):
+        raise ConfigError(f"data.view_rng must be loader or sample, got {cfg.data.view_rng!r}")
     if cfg.cluster.outliers not in ("singleton", "drop"):
         raise ConfigError("cluster.outliers must be singleton or drop")
     if cfg.cluster.on_no_cluster not in ("continue", "stop"):

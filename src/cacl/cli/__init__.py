@@ -17,7 +17,18 @@ from cacl import __version__
 from cacl.errors import CaclError
 
 # Command modules, in the order ``cacl --help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("synth", "train", "evaluate", "eps", "baseline", "datasets")
+COMMAND_MODULES: tuple[str, ...] = (
+    "synth",
+    "train",
+    "evaluate",
+    "eps",
+    "baseline",
+    "datasets",
+    "export",
+    "index",
+    "visrank",
+    "report",
+)
 
 
 class CommandError(CaclError):

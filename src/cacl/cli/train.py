@@ -47,9 +47,14 @@ def run(args: argparse.Namespace) -> int:
             cfg, args.output or new_run_dir("runs", name), progress=not args.no_progress
         )
     results = trainer.fit()
+    if not trainer.is_main:  # under torchrun, rank 0 reports for every process
+        return 0
     summary = {
         k: results[k] for k in ("initial_mAP", "mAP", "rank1", "rank5", "rank10", "best_epoch")
     }
     print(json.dumps(summary, indent=2))
     print(f"run folder: {trainer.output}")
+    from cacl.report import write_report_quietly  # logs a warning instead of failing
+
+    write_report_quietly(trainer.output, progress=not args.no_progress)
     return 0

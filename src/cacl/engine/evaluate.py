@@ -33,18 +33,22 @@ def evaluate_network(
     workers: int = 0,
     rerank: bool = False,
     progress: bool = True,
+    shard: bool = False,
 ) -> dict[str, float]:
     """Extract features of the query and gallery with ``network`` in eval mode (a CACL network
     then returns branch 1's ``x``), rank the gallery by squared Euclidean distance, score.
 
     Returns ``mAP``, ``mINP`` and ``rank1/5/10`` as fractions, and the number of valid queries.
+    ``shard=True``: every rank of a process group extracts its share (all ranks must call it).
     """
     if not dataset.has_test_split:
         raise ValueError(f"{dataset.name} has no query/gallery split to evaluate on")
     was_training = network.training
     network.eval()
     transform = test_transform(height, width)
-    kwargs = dict(device=device, batch_size=batch_size, workers=workers, progress=progress)
+    kwargs = dict(
+        device=device, batch_size=batch_size, workers=workers, progress=progress, shard=shard
+    )
     qf = extract_features(network, dataset.query, transform, desc="query", **kwargs)
     gf = extract_features(network, dataset.gallery, transform, desc="gallery", **kwargs)
     network.train(was_training)

@@ -1,5 +1,12 @@
 """One CACL optimisation step: forward both views, the three losses, backward, optimiser step,
-then the explicit memory updates (METHOD.md, "Losses" and "Instance memory banks")."""
+then the explicit memory updates (METHOD.md, "Losses" and "Instance memory banks").
+
+Under DistributedDataParallel every rank computes the losses as means over its own share of the
+global batch and DDP averages the gradients over ranks, which is the gradient of the mean over the
+global batch (the shares are equal). The memory updates use the features and indexes of the whole
+global batch, gathered in rank order (= the batch order of one process), so both banks stay
+identical on every rank. The logged loss values are averaged over ranks.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +15,12 @@ from dataclasses import dataclass
 
 import torch
 
+from cacl import distributed
 from cacl.config import LossConfig
+from cacl.engine.amp import Precision
 from cacl.errors import CaclError
 from cacl.losses import instance_loss, inter_view_cluster_loss, intra_view_cluster_loss
 from cacl.memory import InstanceMemory
-from cacl.models import CACLNet
 
 
 class TrainingError(CaclError):
@@ -61,7 +69,7 @@ def compute_losses(
 
 
 def train_step(
-    model: CACLNet,
+    model: torch.nn.Module,
     batch: dict[str, torch.Tensor],
     targets: torch.Tensor,
     memory: InstanceMemory,
@@ -71,27 +79,44 @@ def train_step(
     *,
     max_grad_norm: float = 0.0,
     explode_loss: float = 1e4,
+    precision: Precision | None = None,
 ) -> StepLosses:
     """Run one step in place; raise :class:`TrainingError` before touching anything when a loss
-    is NaN, infinite or above ``explode_loss``."""
+    is NaN, infinite or above ``explode_loss``.
+
+    ``model`` is a :class:`CACLNet` or its DistributedDataParallel wrapper; ``precision`` says
+    whether the forward pass runs under autocast (losses and memory updates stay float32).
+    """
+    precision = precision or Precision(memory.device)
     device = memory.device
     colour = batch["colour"].to(device, non_blocking=True)
     gray = batch["gray"].to(device, non_blocking=True) if memory_tilde is not None else None
     index = batch["index"].to(device)
-    out = model(colour, gray)
+    with precision.autocast():
+        out = model(colour, gray)
+    out = {k: v.float() for k, v in out.items()}
     terms = compute_losses(out, targets, memory, memory_tilde, cfg)
-    values = {k: float(v.detach()) for k, v in terms.items()}
+    values = _global_values(terms)
     bad = [k for k, v in values.items() if not math.isfinite(v) or abs(v) > explode_loss]
     if bad:
         raise TrainingError(
             "loss " + ", ".join(f"{k}={values[k]:.4g}" for k in bad) + " is not finite or exploded"
         )
     optimizer.zero_grad(set_to_none=True)
-    terms["total"].backward()
-    if max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-    optimizer.step()
-    memory.update(index, out["x"].detach())
+    precision.backward(terms["total"])
+    precision.step(optimizer, model.parameters(), max_grad_norm)
+    global_index = distributed.all_gather_cat(index)
+    memory.update(global_index, distributed.all_gather_cat(out["x"].detach()))
     if memory_tilde is not None and "x_tilde" in out:
-        memory_tilde.update(index, out["x_tilde"].detach())
+        memory_tilde.update(global_index, distributed.all_gather_cat(out["x_tilde"].detach()))
     return StepLosses(**values)
+
+
+def _global_values(terms: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The loss terms as floats, averaged over ranks (the global-batch means); every rank gets the
+    same values, so all stop together when one is not finite."""
+    if distributed.get_world_size() == 1:
+        return {k: float(v.detach()) for k, v in terms.items()}
+    keys = list(terms)
+    stacked = distributed.all_reduce_mean(torch.stack([terms[k].detach() for k in keys]))
+    return dict(zip(keys, stacked.tolist()))

@@ -4,6 +4,11 @@ One :class:`Trainer` holds the state that changes during a run (network, optimis
 the two memory banks, the pseudo labels, history); everything else is pure functions elsewhere.
 A checkpoint (``last.pt``) is written atomically after every epoch with all of that state, so
 ``Trainer.resume(run_dir)`` continues exactly where the run stopped.
+
+Under ``torchrun`` every process runs a Trainer (:mod:`cacl.engine.ddp`, :mod:`cacl.distributed`):
+the network trains under DistributedDataParallel on each rank's slice of the global batch, both
+memory banks are updated identically everywhere, extraction is sharded, pseudo labels come from
+rank 0, and only rank 0 logs and writes files.
 """
 
 from __future__ import annotations
@@ -16,15 +21,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from cacl import distributed
 from cacl.config import Config, apply_overrides, config_from_dict, save_config
 from cacl.data.default import resolve_dataset
-from cacl.data.image_dataset import TwoViewDataset
-from cacl.data.sampler import CameraAwareIdentitySampler
-from cacl.data.transforms import colour_view, gray_view, test_transform
+from cacl.data.transforms import test_transform
+from cacl.distributed import resolve_device  # noqa: F401 - re-exported (cacl eval imports it here)
 from cacl.engine import run_dir as rd
+from cacl.engine.amp import Precision
 from cacl.engine.checkpoint import (
     BEST,
     LAST,
@@ -33,29 +38,18 @@ from cacl.engine.checkpoint import (
     rng_state,
     set_rng_state,
 )
+from cacl.engine.ddp import broadcast_buffers, describe_batch, prepare_model
 from cacl.engine.evaluate import evaluate_network
 from cacl.engine.extract import extract_features
-from cacl.engine.labels import (
-    cluster_stats,
-    describe_clusters,
-    identity_classes,
-    training_classes,
-)
+from cacl.engine.labels import describe_clusters
+from cacl.engine.loader import train_loader
+from cacl.engine.relabel import compute_classes
 from cacl.engine.step import TrainingError, train_step
 from cacl.errors import CaclError
 from cacl.memory import InstanceMemory
 from cacl.models import CACLNet
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CaclError(f"train.device={name} but CUDA is not available; use train.device=cpu")
-    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -68,17 +62,26 @@ class Trainer:
     """Train CACL as configured by ``cfg`` into the folder ``output``."""
 
     def __init__(self, cfg: Config, output: str | Path, *, progress: bool = True) -> None:
-        self.cfg, self.output, self.progress = cfg, Path(output), progress
-        self.output.mkdir(parents=True, exist_ok=True)
-        self._log_handler = rd.attach_log_file(self.output)
-        save_config(cfg, self.output / rd.CONFIG_FILE)
         t = cfg.train
+        self.device = distributed.init_from_env(t.device)  # starts DDP under torchrun
+        self.rank, self.world_size = distributed.get_rank(), distributed.get_world_size()
+        self.is_main = self.rank == 0
+        self.batch_text = describe_batch(t.batch_size, t.num_instances, self.world_size)
+        self.cfg, self.progress = cfg, progress and self.is_main
+        self.output = Path(distributed.broadcast_object(str(output)))  # rank 0's folder
+        self._log_handler: logging.Handler | None = None
+        if self.is_main:
+            self.output.mkdir(parents=True, exist_ok=True)
+            self._log_handler = rd.attach_log_file(self.output)
+            save_config(cfg, self.output / rd.CONFIG_FILE)
+        else:
+            logging.getLogger("cacl").setLevel(logging.WARNING)  # rank 0 speaks for all
         if t.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         seed_everything(t.seed)
-        self.device = resolve_device(t.device)
-        self.dataset = resolve_dataset(cfg.data)
+        with distributed.local_main_first():  # e.g. the synthetic set is generated once
+            self.dataset = resolve_dataset(cfg.data)
         log.info("\n%s", self.dataset.summary())
         train = self.dataset.train
         self.camids = np.array([s.camid for s in train])
@@ -90,6 +93,12 @@ class Trainer:
         m = cfg.model
         self.model = CACLNet(m.backbone, m.pretrained, m.last_stride, m.gray_branch, m.predictor)
         self.model.to(self.device)
+        # without the gray branch the predictor's z enters no loss: DDP must expect that
+        unused = not m.gray_branch and m.predictor
+        self.train_model = prepare_model(self.model, self.device, m.sync_bn, find_unused=unused)
+        self.precision = Precision(self.device, t.amp, t.amp_dtype)
+        if self.rank > 0:
+            seed_everything(self._rank_seed(t.seed))  # other augmentations than rank 0's
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(
             params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
@@ -105,7 +114,7 @@ class Trainer:
         self.best: dict[str, Any] = {"mAP": -1.0, "epoch": -1}
         self.initial: dict[str, float] | None = None
         self.elapsed = 0.0
-        self.scalars = rd.Scalars(self.output)
+        self.scalars = rd.Scalars(self.output, enabled=self.is_main)
 
     # ------------------------------------------------------------------ state
 
@@ -126,6 +135,8 @@ class Trainer:
             "initial": self.initial,
             "elapsed": self.elapsed,
             "rng": rng_state(),
+            "scaler": self.precision.state_dict(),
+            "world_size": self.world_size,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -143,7 +154,16 @@ class Trainer:
         self.epoch, self.history = int(state["epoch"]), list(state["history"])
         self.best, self.initial = dict(state["best"]), state.get("initial")
         self.elapsed = float(state.get("elapsed", 0.0))
-        set_rng_state(state["rng"])
+        self.precision.load_state_dict(state.get("scaler"))
+        ranks = state.get("rng_ranks") or [state["rng"]]
+        if self.world_size != len(ranks):
+            log.warning(
+                "the checkpoint was written by %d process(es), this run has %d: random streams "
+                "differ from an uninterrupted run",
+                len(ranks),
+                self.world_size,
+            )
+        set_rng_state(ranks[self.rank] if self.rank < len(ranks) else ranks[0])
 
     @classmethod
     def resume(cls, run_dir: str | Path, overrides: list[str] = (), **kwargs) -> Trainer:
@@ -164,7 +184,7 @@ class Trainer:
         d, net = self.cfg.data, self.model.branch1 if branch == 1 else self.model.branch2
         net.eval()
         feats = extract_features(
-            lambda images: net(images)[1],
+            lambda images: net(images)[0],  # pooled: the neck is applied below
             self.dataset.train,
             test_transform(d.height, d.width, gray=branch == 2),
             device=self.device,
@@ -172,7 +192,12 @@ class Trainer:
             workers=d.workers,
             desc=f"memory init (branch {branch})",
             progress=self.progress,
+            shard=True,
         )
+        if self.cfg.model.calibrate_neck:
+            net.calibrate_neck(feats)
+        with torch.no_grad():
+            feats = torch.cat([net.head(c.to(self.device)).cpu() for c in feats.split(4096)])
         net.train()
         return feats
 
@@ -186,49 +211,14 @@ class Trainer:
         log.info("memory banks initialised in %.1f s", time.time() - t0)
 
     def relabel(self) -> dict[str, Any]:
-        """Pseudo labels from the colour memory (or true identities when supervised)."""
-        c = self.cfg.cluster
-        if self.cfg.train.supervised:
-            assert self.true_pids is not None
-            self.classes = identity_classes(self.true_pids)
-            stats = cluster_stats(self.classes, self.true_pids)
-        else:
-            from cacl.clustering import pseudo_labels_with_stats
-
-            assert self.memory is not None
-            labels, raw = pseudo_labels_with_stats(
-                self.memory.features,
-                eps=c.eps,
-                eps_gap=c.eps_gap,
-                k1=c.k1,
-                k2=c.k2,
-                min_samples=c.min_samples,
-                refine=c.refine,
-                ratio=c.ratio,
-                backend=c.knn,
+        """Pseudo labels from the colour memory (or true identities when supervised), computed
+        on rank 0 and broadcast to every rank."""
+        assert self.memory is not None
+        self.classes, stats = distributed.on_main(
+            lambda: compute_classes(
+                self.memory.features, self.cfg.cluster, self.true_pids, self.cfg.train.supervised
             )
-            stats = cluster_stats(labels, self.true_pids)
-            stats["clusters_before_refine"] = raw.n_clusters_raw
-            stats["outliers_before_refine"] = raw.n_outliers_raw
-            stats["seconds"] = {k: round(v, 2) for k, v in raw.seconds.items()}
-            outliers = c.outliers
-            if stats["clusters"] == 0:
-                advice = (
-                    f"DBSCAN found no cluster at cluster.eps={c.eps} (min_samples={c.min_samples}); "
-                    "a larger cluster.eps (e.g. +0.05) merges more"
-                )
-                if c.on_no_cluster == "stop":
-                    raise TrainingError(advice)
-                log.warning("%s; training on singleton classes this epoch", advice)
-                outliers = "singleton"
-            elif stats["size_max"] > 0.5 * stats["samples"]:
-                log.warning(
-                    "one cluster holds %d of %d samples: clusters are collapsing; "
-                    "try a smaller cluster.eps",
-                    stats["size_max"],
-                    stats["samples"],
-                )
-            self.classes = training_classes(labels, outliers)
+        )
         for memory in (self.memory, self.memory_tilde):
             if memory is not None:
                 memory.set_labels(torch.from_numpy(self.classes))
@@ -245,30 +235,24 @@ class Trainer:
             batch_size=max(self.cfg.train.batch_size, 64),
             workers=d.workers,
             progress=self.progress,
+            shard=True,
         )
 
     def train_epoch(self) -> dict[str, float]:
         """``train.iters`` steps over P x K batches of the current classes; mean loss terms."""
         assert self.memory is not None and self.classes is not None
-        t, d = self.cfg.train, self.cfg.data
-        sampler = CameraAwareIdentitySampler(
-            self.classes, self.camids, t.batch_size, t.num_instances, t.iters, seed=t.seed
-        )
-        sampler.set_epoch(self.epoch)
-        dataset = TwoViewDataset(
+        t = self.cfg.train
+        loader = train_loader(
             self.dataset.train,
-            colour_view(d.height, d.width, pad=d.pad),
-            gray_view(d.height, d.width, pad=d.pad) if self.memory_tilde is not None else None,
-        )
-        loader = DataLoader(
-            dataset,
-            batch_size=t.batch_size,
-            sampler=sampler,
-            num_workers=d.workers,
-            pin_memory=self.device.type == "cuda",
-            drop_last=True,
-            generator=torch.Generator().manual_seed(t.seed * 100003 + self.epoch),
-            persistent_workers=False,
+            self.classes,
+            self.camids,
+            self.cfg,
+            self.epoch,
+            gray=self.memory_tilde is not None,
+            device=self.device,
+            loader_seed=self._rank_seed(t.seed * 100003 + self.epoch),
+            rank=self.rank,
+            world_size=self.world_size,
         )
         classes = torch.from_numpy(self.classes).to(self.device)
         self.model.train()
@@ -284,7 +268,7 @@ class Trainer:
             targets = classes[batch["index"].to(self.device)]
             try:
                 losses = train_step(
-                    self.model,
+                    self.train_model,
                     batch,
                     targets,
                     self.memory,
@@ -293,6 +277,7 @@ class Trainer:
                     self.cfg.loss,
                     max_grad_norm=t.max_grad_norm,
                     explode_loss=t.explode_loss,
+                    precision=self.precision,
                 )
             except TrainingError as exc:
                 last = self.output / LAST
@@ -308,28 +293,37 @@ class Trainer:
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{losses.total:.3f}")
         self.scheduler.step()
+        broadcast_buffers(self.model)  # every rank evaluates and extracts with rank 0's BN stats
         return {k: v / t.iters for k, v in sums.items()}
 
     def _epoch_seed(self) -> int:
-        return self.cfg.train.seed * 1000003 + self.epoch
+        return self._rank_seed(self.cfg.train.seed * 1000003 + self.epoch)
+
+    def _rank_seed(self, seed: int) -> int:
+        """``seed`` on rank 0 (as in one process), a different seed on every other rank."""
+        return seed + 7919 * self.rank
 
     def fit(self) -> dict[str, Any]:
         """Run the remaining epochs; return (and write) ``results.json``."""
         t = self.cfg.train
         log.info(
-            "training %s on %s (%d images), device %s, batch %d = %d x %d, %d epochs x %d iters",
+            "training %s on %s (%d images), device %s%s, %s, %d epochs x %d iters, %s%s",
             self.cfg.model.backbone,
             self.dataset.name,
             len(self.dataset.train),
             self.device,
-            t.batch_size,
-            t.batch_size // t.num_instances,
-            t.num_instances,
+            f" x {self.world_size} processes" if self.world_size > 1 else "",
+            self.batch_text,
             t.epochs,
             t.iters,
+            self.precision.describe(),
+            ", SyncBN" if self.cfg.model.sync_bn and self.world_size > 1 else "",
         )
         start = time.time() - self.elapsed
         if self.memory is None:
+            # Memory first: with model.calibrate_neck the initial score is the calibrated
+            # network's, so the reported gain is the training's alone.
+            self.init_memory()
             if self.dataset.has_test_split and self.initial is None:
                 self.initial = self.evaluate()
                 log.info(
@@ -337,19 +331,29 @@ class Trainer:
                     self.initial["mAP"],
                     self.initial["rank1"],
                 )
-            self.init_memory()
         try:
             while self.epoch < t.epochs:
                 self.history.append(self._run_epoch())
                 self.epoch += 1
                 self.elapsed = time.time() - start
-                atomic_save(self.state_dict(), self.output / LAST)
+                self._save_last()
                 self.write_results()
         finally:
             self.scalars.close()
-            logging.getLogger("cacl").removeHandler(self._log_handler)
-            self._log_handler.close()
+            if self._log_handler is not None:
+                logging.getLogger("cacl").removeHandler(self._log_handler)
+                self._log_handler.close()
         return self.write_results()
+
+    def _save_last(self) -> None:
+        """``last.pt`` (by rank 0, with every rank's RNG state); the other ranks wait for it."""
+        rngs = distributed.all_gather_object(rng_state()) if self.world_size > 1 else None
+        if self.is_main:
+            state = self.state_dict()
+            if rngs is not None:
+                state["rng_ranks"] = rngs
+            atomic_save(state, self.output / LAST)
+        distributed.barrier()
 
     def _run_epoch(self) -> dict[str, Any]:
         """Relabel, train, maybe evaluate; return the epoch's history record."""
@@ -384,6 +388,8 @@ class Trainer:
         return record
 
     def _save_best(self) -> None:
+        if not self.is_main:
+            return
         atomic_save(
             {
                 "format": "cacl-model-v1",
@@ -409,9 +415,12 @@ class Trainer:
             "epochs_done": self.epoch,
             "wall_seconds": round(self.elapsed, 1),
             "device": str(self.device),
-            "world_size": 1,
+            "world_size": self.world_size,
+            "batch_size": self.cfg.train.batch_size,
+            "batch_size_per_process": self.cfg.train.batch_size // self.world_size,
             "dataset": {"name": self.dataset.name, "root": str(self.dataset.root)},
             "history": self.history,
         }
-        rd.write_json_atomic(results, self.output / rd.RESULTS_FILE)
+        if self.is_main:
+            rd.write_json_atomic(results, self.output / rd.RESULTS_FILE)
         return results

@@ -59,6 +59,8 @@ class RetrievalResult:
             ``cmc[k]`` is the fraction of valid queries with a true match in the top ``k + 1``.
         num_valid_queries: queries with at least one true match left after the filtering.
         num_skipped: queries without a true match, left out of every average.
+        query_ap: ``float64`` array with the average precision of every query, NaN for the
+            skipped ones (``mAP`` is its ``nanmean``).
     """
 
     mAP: float
@@ -66,6 +68,7 @@ class RetrievalResult:
     cmc: np.ndarray
     num_valid_queries: int
     num_skipped: int
+    query_ap: np.ndarray | None = None
 
     def rank(self, k: int) -> float:
         """Return the rank-``k`` accuracy (``cmc[k - 1]``), e.g. ``result.rank(1)``."""
@@ -224,7 +227,12 @@ def evaluate(
     mAP = float(np.mean(ap[valid]))
     mINP = float(np.mean(num_matches[valid] / (last_rank[valid] + 1.0)))
     return RetrievalResult(
-        mAP=mAP, mINP=mINP, cmc=cmc, num_valid_queries=num_valid, num_skipped=num_skipped
+        mAP=mAP,
+        mINP=mINP,
+        cmc=cmc,
+        num_valid_queries=num_valid,
+        num_skipped=num_skipped,
+        query_ap=np.where(valid, ap, np.nan),
     )
 
 

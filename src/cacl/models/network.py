@@ -37,7 +37,24 @@ class Branch(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pooled = F.adaptive_avg_pool2d(self.backbone(images), 1).flatten(1)
-        return pooled, F.normalize(self.neck(pooled), dim=1)
+        return pooled, self.head(pooled)
+
+    def head(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The normalised feature ``x`` of pooled features (BN neck, then L2 normalisation)."""
+        return F.normalize(self.neck(pooled), dim=1)
+
+    @torch.no_grad()
+    def calibrate_neck(self, pooled: torch.Tensor) -> None:
+        """Set the neck's running statistics to the mean and (unbiased) variance of ``pooled``.
+
+        A new neck starts with mean 0 / variance 1, so eval-mode features (the memory
+        initialisation) are raw pooled features while train-mode features are standardised by
+        batch statistics: the two disagree until the running statistics catch up. Calibrating on
+        the training set's pooled features first makes them agree from the first step.
+        """
+        pooled = pooled.to(self.neck.running_mean.device, torch.float32)
+        self.neck.running_mean.copy_(pooled.mean(0))
+        self.neck.running_var.copy_(pooled.var(0, unbiased=True) if len(pooled) > 1 else 1.0)
 
 
 class Predictor(nn.Module):

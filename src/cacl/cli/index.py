@@ -1,0 +1,141 @@
+"""``cacl index build CHECKPOINT IMAGES_DIR OUT`` and ``cacl index search OUT IMAGE...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "index",
+        help="build or search a gallery index of image features",
+        description=(
+            "A searchable gallery: 'build' extracts the branch-1 features of every image under a "
+            "folder (recursively; unreadable files are skipped and listed) and writes an index "
+            "folder; 'search' embeds query images with the same checkpoint and prints the "
+            "nearest gallery images with their squared Euclidean distances (as 'cacl eval' "
+            "ranks). Small galleries get an exact index, large ones an approximate faiss index."
+        ),
+    )
+    commands = parser.add_subparsers(title="index commands", metavar="ACTION", required=True)
+
+    build = commands.add_parser("build", help="index a folder of gallery images")
+    build.add_argument("checkpoint", help="a checkpoint file or a run folder (uses best.pt)")
+    build.add_argument("images", help="folder of gallery images (searched recursively)")
+    build.add_argument("out", help="index folder to write")
+    build.add_argument(
+        "--kind",
+        default="auto",
+        choices=("auto", "flat", "ivf", "hnsw"),
+        help="flat: exact; ivf / hnsw: approximate (faiss); auto (default): flat below "
+        "--approx-threshold images, else hnsw",
+    )
+    build.add_argument(
+        "--approx-threshold",
+        type=int,
+        default=None,
+        metavar="N",
+        help="gallery size from which --kind auto builds an approximate index (default 100000)",
+    )
+    build.add_argument("--nlist", type=int, default=None, help="ivf cells (default 4 sqrt(N))")
+    build.add_argument("--nprobe", type=int, default=None, help="ivf cells searched (nlist / 8)")
+    build.add_argument(
+        "--ef-search", type=int, default=128, help="hnsw candidates per query (default 128)"
+    )
+    build.add_argument("--overwrite", action="store_true", help="replace an existing index")
+    _add_model_options(build)
+    build.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="image-reading processes (default 0: on a CPU the network is the bottleneck; "
+        "2-4 help with a GPU)",
+    )
+    build.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    build.set_defaults(func=run_build)
+
+    search = commands.add_parser("search", help="find the nearest gallery images of queries")
+    search.add_argument("index", help="an index folder written by 'cacl index build'")
+    search.add_argument("queries", nargs="+", metavar="IMAGE", help="query image files")
+    search.add_argument("--top", type=int, default=10, help="results per query (default 10)")
+    search.add_argument("--json", action="store_true", help="print JSON instead of text")
+    search.add_argument(
+        "--checkpoint",
+        default=None,
+        help="embed queries with this model instead of the one the index was built with",
+    )
+    _add_model_options(search)
+    search.set_defaults(func=run_search)
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--batch-size", type=int, default=64)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from cacl.inference import FeatureExtractor, build_folder_index
+    from cacl.inference.index import APPROX_THRESHOLD, MANIFEST, GalleryIndexError
+
+    out = Path(args.out)
+    if out.is_dir() and any(out.iterdir()):  # fail before the long extraction, not after it
+        if not (out / MANIFEST).is_file():
+            raise GalleryIndexError(f"{out} exists and is not a cacl index; not replacing it")
+        if not args.overwrite:
+            raise GalleryIndexError(f"{out} already holds an index; use --overwrite")
+    extractor = FeatureExtractor(
+        args.checkpoint, device=args.device, batch_size=args.batch_size, workers=args.workers
+    )
+    built = build_folder_index(
+        extractor,
+        args.images,
+        progress=False if args.no_progress else None,
+        kind=args.kind,
+        threshold=args.approx_threshold or APPROX_THRESHOLD,
+        nlist=args.nlist,
+        nprobe=args.nprobe,
+        ef_search=args.ef_search,
+    )
+    built.index.save(out, overwrite=args.overwrite)
+    index = built.index
+    print(
+        f"indexed {len(index)} images of {index.info['root']} ({index.kind}, {index.dim} dims) "
+        f"in {out}: features {built.extract_s:.1f} s, index {built.build_s:.1f} s"
+    )
+    if built.skipped:
+        print(f"skipped {len(built.skipped)} unreadable images:")
+        for name, reason in built.skipped:
+            print(f"  {name}: {reason}")
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from cacl.inference import GalleryIndex, query_extractor
+    from cacl.inference.index import GalleryIndexError
+
+    if args.top < 1:
+        raise GalleryIndexError(f"--top must be at least 1, got {args.top}")
+    index = GalleryIndex.load(args.index)
+    extractor = query_extractor(index, args.checkpoint, args.device, args.batch_size)
+    features = extractor(args.queries, progress=False)
+    root = Path(index.info.get("root", "."))
+    results = [
+        {
+            "query": query,
+            "results": [
+                {"rank": rank, "path": str(root / name), "name": name, "distance": distance}
+                for rank, (name, distance) in enumerate(found, 1)
+            ],
+        }
+        for query, found in zip(args.queries, index.search_names(features, args.top))
+    ]
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for block in results:
+        print(f"query {block['query']}:")
+        for hit in block["results"]:
+            print(f"  {hit['rank']:3d}  {hit['distance']:.4f}  {hit['path']}")
+    return 0

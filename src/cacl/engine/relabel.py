@@ -1,0 +1,68 @@
+"""The pseudo labels of an epoch (METHOD.md, "Pseudo labels"): clustering of the colour memory, or
+the true identities in supervised mode, turned into training classes with their statistics."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+from cacl.config import ClusterConfig
+from cacl.engine.labels import cluster_stats, identity_classes, training_classes
+from cacl.engine.step import TrainingError
+
+log = logging.getLogger(__name__)
+
+
+def compute_classes(
+    features: torch.Tensor,
+    cfg: ClusterConfig,
+    true_pids: np.ndarray | None,
+    supervised: bool = False,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Training classes (N,) and the cluster statistics logged each epoch.
+
+    Warns when no cluster forms (training goes on with singleton classes, or stops with
+    :class:`TrainingError` when ``cfg.on_no_cluster`` is ``stop``) and when one cluster holds
+    more than half of the samples.
+    """
+    if supervised:
+        assert true_pids is not None
+        classes = identity_classes(true_pids)
+        return classes, cluster_stats(classes, true_pids)
+    from cacl.clustering import pseudo_labels_with_stats
+
+    labels, raw = pseudo_labels_with_stats(
+        features,
+        eps=cfg.eps,
+        eps_gap=cfg.eps_gap,
+        k1=cfg.k1,
+        k2=cfg.k2,
+        min_samples=cfg.min_samples,
+        refine=cfg.refine,
+        ratio=cfg.ratio,
+        backend=cfg.knn,
+    )
+    stats = cluster_stats(labels, true_pids)
+    stats["clusters_before_refine"] = raw.n_clusters_raw
+    stats["outliers_before_refine"] = raw.n_outliers_raw
+    stats["seconds"] = {k: round(v, 2) for k, v in raw.seconds.items()}
+    outliers = cfg.outliers
+    if stats["clusters"] == 0:
+        advice = (
+            f"DBSCAN found no cluster at cluster.eps={cfg.eps} (min_samples={cfg.min_samples}); "
+            "a larger cluster.eps (e.g. +0.05) merges more"
+        )
+        if cfg.on_no_cluster == "stop":
+            raise TrainingError(advice)
+        log.warning("%s; training on singleton classes this epoch", advice)
+        outliers = "singleton"
+    elif stats["size_max"] > 0.5 * stats["samples"]:
+        log.warning(
+            "one cluster holds %d of %d samples: clusters are collapsing; try a smaller cluster.eps",
+            stats["size_max"],
+            stats["samples"],
+        )
+    return training_classes(labels, outliers), stats
