@@ -30,11 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     net, cfg, _ = load_network(args.checkpoint, device)
-    if args.data:
-        cfg.data.name, cfg.data.root = args.data, args.root
-    elif args.root:
-        cfg.data.root = args.root
-    dataset = resolve_dataset(cfg.data)
+    dataset = resolve_dataset(cfg.data, args.data, args.root)
     metrics = evaluate_network(
         net,
         dataset,

@@ -48,11 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise VisrankError(f"--n and --top must be at least 1, got {args.n} and {args.top}")
     device = resolve_device(args.device)
     net, cfg, meta = load_network(args.checkpoint, device)
-    if args.data:
-        cfg.data.name, cfg.data.root = args.data, args.root
-    elif args.root:
-        cfg.data.root = args.root
-    dataset = resolve_dataset(cfg.data)
+    dataset = resolve_dataset(cfg.data, args.data, args.root)
     ranking = compute_ranking(
         net,
         dataset,

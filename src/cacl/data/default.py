@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -38,8 +39,16 @@ def ensure_synthetic(preset: str, seed: int, root: Path | None = None) -> Path:
     return root
 
 
-def resolve_dataset(cfg: DataConfig) -> ReidDataset:
-    """Load ``cfg.name`` from ``cfg.root``; with ``synthetic`` and no root, use the cache."""
+def resolve_dataset(
+    cfg: DataConfig, name: str | None = None, root: str | None = None
+) -> ReidDataset:
+    """Load ``cfg.name`` from ``cfg.root``; with ``synthetic`` and no root, use the cache.
+
+    ``name`` / ``root`` (a command line's ``--data`` / ``--root``) override the config: a new
+    name comes with its own root (None: the synthetic cache); a root alone keeps the name.
+    """
+    if name or root:
+        cfg = dataclasses.replace(cfg, name=name or cfg.name, root=root)
     if cfg.name in ("synthetic", "synth"):
         root = Path(cfg.root) if cfg.root else None
         root = ensure_synthetic(cfg.synth_preset, cfg.synth_seed, root)

@@ -166,9 +166,7 @@ def _load_dataset(cfg: Any, results: dict[str, Any], data: str | None, root: str
     from cacl.data.readers import load_dataset
 
     if data or root:
-        cfg.data.name = data or cfg.data.name
-        cfg.data.root = root
-        return resolve_dataset(cfg.data)
+        return resolve_dataset(cfg.data, data, root)
     recorded = results.get("dataset") or {}
     if recorded.get("root") and Path(recorded["root"]).is_dir():
         return load_dataset(recorded["name"], recorded["root"], verify=cfg.data.verify)
