@@ -8,11 +8,13 @@ times, after ``--warmup`` untimed batches,
 - ``eval``: forward in eval mode under ``torch.no_grad()``, batch ``--eval-batch`` (64);
 
 and prints the median over ``--iters`` batches as images / s, with the parameter count and the
-feature-map size. Timings are noisy when other processes share the CPUs: the load average is
+feature-map size, for each memory layout of ``--layouts`` (``contiguous`` NCHW, ``channels_last``
+NHWC weights as ``train.channels_last`` sets them). Timings are noisy when other processes share the CPUs: the load average is
 printed before and after.
 
     python benchmarks/bench_backbones.py                    # 2 threads, 128x64 and 256x128
     python benchmarks/bench_backbones.py --threads 1 --sizes 256x128 --backbones efficientnet_lite0
+    python benchmarks/bench_backbones.py --sizes 128x64 --layouts contiguous channels_last
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from collections.abc import Callable
 
 import torch
 
-from cacl.models import build_backbone
+from cacl.models import build_backbone, use_channels_last
 
 DEFAULT_BACKBONES = ("resnet18", "resnet50", "efficientnet_lite0")
+LAYOUTS = ("contiguous", "channels_last")
 
 
 def load_average() -> str:
@@ -47,10 +50,14 @@ def median_seconds(step: Callable[[], None], warmup: int, iters: int) -> float:
     return statistics.median(times)
 
 
-def measure(name: str, size: tuple[int, int], args: argparse.Namespace) -> dict[str, float | str]:
-    """Train and eval images / s of backbone ``name`` at input ``size`` (H, W)."""
+def measure(
+    name: str, size: tuple[int, int], layout: str, args: argparse.Namespace
+) -> dict[str, float | str]:
+    """Train and eval images / s of backbone ``name`` at input ``size`` (H, W) in ``layout``."""
     torch.manual_seed(0)
     trunk = build_backbone(name, "none", last_stride=1)
+    if layout == "channels_last":
+        use_channels_last(trunk)
     params = sum(p.numel() for p in trunk.parameters()) / 1e6
     train_images = torch.randn(args.train_batch, 3, *size)
     eval_images = torch.randn(args.eval_batch, 3, *size)
@@ -86,6 +93,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", nargs="+", default=list(DEFAULT_BACKBONES))
     parser.add_argument("--sizes", nargs="+", type=parse_size, default=[(128, 64), (256, 128)])
+    parser.add_argument(
+        "--layouts", nargs="+", choices=LAYOUTS, default=["channels_last"], help="memory layouts"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--train-batch", type=int, default=32)
     parser.add_argument("--eval-batch", type=int, default=64)
@@ -99,16 +109,17 @@ def main() -> None:
         f"(fwd+bwd), eval batch {args.eval_batch} (no_grad), median of {args.iters} after "
         f"{args.warmup} warm-up; {load_average()}"
     )
-    header = f"{'backbone':<20} {'input':>8} {'params M':>9} {'feature map':>13}"
+    header = f"{'backbone':<20} {'input':>8} {'layout':>14} {'params M':>9} {'feature map':>13}"
     print(f"{header} {'train img/s':>12} {'eval img/s':>11}")
     for size in args.sizes:
         for name in args.backbones:
-            row = measure(name, size, args)
-            print(
-                f"{name:<20} {size[0]:>4}x{size[1]:<3} {row['params']:>9.2f} {row['map']:>13} "
-                f"{row['train']:>12.1f} {row['eval']:>11.1f}",
-                flush=True,
-            )
+            for layout in args.layouts:
+                row = measure(name, size, layout, args)
+                print(
+                    f"{name:<20} {size[0]:>4}x{size[1]:<3} {layout:>14} {row['params']:>9.2f} "
+                    f"{row['map']:>13} {row['train']:>12.1f} {row['eval']:>11.1f}",
+                    flush=True,
+                )
     print(load_average())
 
 

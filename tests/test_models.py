@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 from cacl.errors import CaclError
-from cacl.models import CACLNet, build_backbone, load_weights_file
+from cacl.models import CACLNet, build_backbone, load_weights_file, use_channels_last
 from cacl.models.backbone import WeightsError
 
 
@@ -103,3 +103,33 @@ def test_calibrated_neck_matches_batch_statistics():
     batch_stats = branch.head(pooled)  # train mode: biased variance of this batch
     assert torch.allclose(calibrated, batch_stats, atol=5e-3)
     assert not torch.allclose(raw, batch_stats, atol=5e-2)
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "efficientnet_lite0"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_channels_last_gives_the_same_outputs_and_gradients(backbone, dtype):
+    """In float64 the layout changes nothing but rounding (a check of the semantics); float32
+    runs oneDNN's NHWC kernels, whose rounding a deep random network amplifies in the gradients,
+    so only the outputs are compared there."""
+    torch.manual_seed(0)
+    plain = CACLNet(backbone, "none").to(dtype)
+    fast = CACLNet(backbone, "none").to(dtype)
+    fast.load_state_dict(plain.state_dict())
+    use_channels_last(fast)
+    conv = next(p for p in fast.parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.is_contiguous()
+    colour, gray = torch.randn(4, 3, 64, 32, dtype=dtype), torch.randn(4, 3, 64, 32, dtype=dtype)
+    out_plain, out_fast = plain(colour, gray), fast(colour, gray)
+    tol = {"rtol": 1e-9, "atol": 1e-10} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-4}
+    for key in ("x", "z", "x_tilde"):
+        torch.testing.assert_close(out_fast[key], out_plain[key], **tol)
+    if dtype == torch.float64:
+        (out_plain["z"].sum() + out_plain["x_tilde"].sum()).backward()
+        (out_fast["z"].sum() + out_fast["x_tilde"].sum()).backward()
+        for (name, p), q in zip(plain.named_parameters(), fast.parameters()):
+            if p.grad is not None:
+                torch.testing.assert_close(q.grad, p.grad, rtol=1e-8, atol=1e-10, msg=name)
+    plain.eval(), fast.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(colour), plain(colour), **tol)

@@ -6,6 +6,7 @@ import json
 import logging
 
 import pytest
+import torch
 
 from cacl.cli import main
 from cacl.config import load_config
@@ -134,3 +135,14 @@ def test_eps_command_reports_each_eps_with_nmi(full_run, capsys):
     labels = pseudo_labels(state["memory"]["features"], eps=0.6, k1=c["k1"], k2=c["k2"])
     assert int(rows[1][1]) == labels.max() + 1
     assert int(rows[1][2]) == int((labels < 0).sum())
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_channels_last_switch_sets_the_weight_layout(cache, tmp_path, channels_last):
+    cfg = load_config("smoke", [*FAST, f"train.channels_last={str(channels_last).lower()}"])
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    convs = [p for p in trainer.model.parameters() if p.dim() == 4 and p.shape[-1] > 1]
+    assert convs
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert all(p.is_contiguous(memory_format=layout) for p in convs)
+    assert all(p.is_contiguous() != channels_last for p in convs)

@@ -103,6 +103,7 @@ class TrainConfig:
     explode_loss: float = 1e4  # stop when a loss exceeds this (or is NaN)
     amp: bool = False  # mixed precision (autocast) for the forward pass
     amp_dtype: str = "auto"  # auto (bfloat16 where supported, else float16) | bfloat16 | float16
+    channels_last: bool = True  # NHWC layout for the convolutions (same results, faster on CPU)
 
 
 @dataclass

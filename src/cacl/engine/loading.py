@@ -9,13 +9,20 @@ import torch
 
 from cacl.config import Config, config_from_dict
 from cacl.engine.checkpoint import BEST, CheckpointError, load_checkpoint
-from cacl.models import CACLNet
+from cacl.models import CACLNet, use_channels_last
 
 
 def load_network(
-    checkpoint: str | os.PathLike, device: torch.device | str = "cpu"
+    checkpoint: str | os.PathLike,
+    device: torch.device | str = "cpu",
+    *,
+    channels_last: bool = True,
 ) -> tuple[CACLNet, Config, dict[str, Any]]:
-    """The network of ``checkpoint`` in eval mode, its config, and the checkpoint's metadata."""
+    """The network of ``checkpoint`` in eval mode, its config, and the checkpoint's metadata.
+
+    ``channels_last`` stores the convolution weights in NHWC order (see
+    :func:`cacl.models.use_channels_last`); export passes ``False`` to trace the plain layout.
+    """
     state = load_checkpoint(checkpoint, prefer=BEST)
     if "model" not in state or "config" not in state:
         raise CheckpointError(f"{state['_path']} holds no cacl model")
@@ -29,4 +36,7 @@ def load_network(
     meta = {
         k: v for k, v in state.items() if k not in ("model", "optimizer", "memory", "memory_tilde")
     }
-    return net.to(device).eval(), cfg, meta
+    net = net.to(device).eval()
+    if channels_last:
+        use_channels_last(net)
+    return net, cfg, meta

@@ -47,7 +47,7 @@ from cacl.engine.relabel import compute_classes
 from cacl.engine.step import TrainingError, train_step
 from cacl.errors import CaclError
 from cacl.memory import InstanceMemory
-from cacl.models import CACLNet
+from cacl.models import CACLNet, use_channels_last
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,8 @@ class Trainer:
         m = cfg.model
         self.model = CACLNet(m.backbone, m.pretrained, m.last_stride, m.gray_branch, m.predictor)
         self.model.to(self.device)
+        if t.channels_last:
+            use_channels_last(self.model)
         # without the gray branch the predictor's z enters no loss: DDP must expect that
         unused = not m.gray_branch and m.predictor
         self.train_model = prepare_model(self.model, self.device, m.sync_bn, find_unused=unused)

@@ -125,7 +125,7 @@ def export_onnx(
     else:
         from cacl.engine.loading import load_network
 
-        network, cfg, meta = load_network(checkpoint, "cpu")
+        network, cfg, meta = load_network(checkpoint, "cpu", channels_last=False)
         height = height or cfg.data.height
         width = width or cfg.data.width
         extra = {"cacl.checkpoint": str(meta["_path"]), "cacl.backbone": cfg.model.backbone}

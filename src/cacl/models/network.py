@@ -113,3 +113,13 @@ class CACLNet(nn.Module):
         if module is None:
             raise ValueError("this network has no gray branch")
         return module(images)[1]
+
+
+def use_channels_last(module: nn.Module) -> nn.Module:
+    """Store ``module``'s 4-d weights in NHWC (channels-last) order, in place; returns it.
+
+    Convolutions then run in that layout whatever the input's layout: the outputs are the same up
+    to float rounding, and on CPU (oneDNN) training steps measured 1.3-1.8x and inference 1.4x
+    faster for EfficientNet-Lite0 at 128x64 (``benchmarks/bench_backbones.py --channels-last``).
+    """
+    return module.to(memory_format=torch.channels_last)
