@@ -152,12 +152,18 @@ def test_numbers_on_the_page_are_those_of_results_json(run):
                 assert close(row[key], h["eval"][key]), key
 
 
-def test_the_cmc_curve_is_of_the_best_model(run):
-    """The report evaluates best.pt again: the same mAP as the best epoch's evaluation."""
+def test_the_cmc_curve_is_of_the_best_model(run, tmp_path):
+    """``cacl train`` hands the best epoch's evaluation to the report; ``cacl report`` evaluates
+    best.pt again: both show the best epoch's mAP and rank-1."""
     results = json.loads((run / "results.json").read_text())
+    numbers = f"mAP {results['mAP']:.4f}, rank-1 {results['rank1']:.4f}"
+    best = f"best.pt (epoch {results['best_epoch']})"
     text = (run / REPORT_FILE).read_text()
-    best = f"best.pt (epoch {results['best_epoch']}) evaluated again"
-    assert f"{best}: mAP {results['mAP']:.4f}, rank-1 {results['rank1']:.4f}" in text
+    assert f"{best} as evaluated in training: {numbers}" in text
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    text = make_report(copy, progress=False).read_text()
+    assert f"{best} evaluated again: {numbers}" in text
 
 
 def test_missing_parts_are_noted_and_the_rest_still_renders(run, tmp_path, capsys):

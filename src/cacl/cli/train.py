@@ -55,6 +55,13 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=2))
     print(f"run folder: {trainer.output}")
     from cacl.report import write_report_quietly  # logs a warning instead of failing
+    from cacl.report.visrank import Ranking
 
-    write_report_quietly(trainer.output, progress=not args.no_progress)
+    ranking = None
+    if trainer.best_distances is not None:  # the best epoch's evaluation: no second pass
+        data = trainer.dataset
+        ranking = Ranking.from_distmat(data.query, data.gallery, trainer.best_distances)
+    write_report_quietly(
+        trainer.output, dataset=trainer.dataset, ranking=ranking, progress=not args.no_progress
+    )
     return 0

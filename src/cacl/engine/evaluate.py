@@ -22,7 +22,7 @@ def squared_euclidean(query: torch.Tensor, gallery: torch.Tensor) -> np.ndarray:
     return dist.clamp_min_(0).numpy()
 
 
-def evaluate_network(
+def network_distances(
     network: torch.nn.Module,
     dataset: ReidDataset,
     *,
@@ -34,11 +34,10 @@ def evaluate_network(
     rerank: bool = False,
     progress: bool = True,
     shard: bool = False,
-) -> dict[str, float]:
-    """Extract features of the query and gallery with ``network`` in eval mode (a CACL network
-    then returns branch 1's ``x``), rank the gallery by squared Euclidean distance, score.
+) -> np.ndarray:
+    """Query x gallery distances of ``network``'s features in eval mode (a CACL network then
+    returns branch 1's ``x``): squared Euclidean, or k-reciprocal re-ranked with ``rerank``.
 
-    Returns ``mAP``, ``mINP`` and ``rank1/5/10`` as fractions, and the number of valid queries.
     ``shard=True``: every rank of a process group extracts its share (all ranks must call it).
     """
     if not dataset.has_test_split:
@@ -55,9 +54,13 @@ def evaluate_network(
     if rerank:
         from cacl.evaluation import re_ranking_features
 
-        distmat = re_ranking_features(qf, gf)
-    else:
-        distmat = squared_euclidean(qf, gf)
+        return re_ranking_features(qf, gf)
+    return squared_euclidean(qf, gf)
+
+
+def score_distances(distmat: np.ndarray, dataset: ReidDataset) -> dict[str, float]:
+    """``mAP``, ``mINP`` and ``rank1/5/10`` (fractions) and the number of valid queries of a
+    query x gallery distance matrix, by the Market-1501 protocol."""
     q_pids = np.array([s.pid for s in dataset.query])
     g_pids = np.array([s.pid for s in dataset.gallery])
     q_cams = np.array([s.camid for s in dataset.query])
@@ -71,3 +74,8 @@ def evaluate_network(
         "rank10": result.rank(min(10, len(result.cmc))),
         "valid_queries": int(result.num_valid_queries),
     }
+
+
+def evaluate_network(network: torch.nn.Module, dataset: ReidDataset, **kwargs) -> dict[str, float]:
+    """:func:`network_distances` scored by :func:`score_distances` (same keyword arguments)."""
+    return score_distances(network_distances(network, dataset, **kwargs), dataset)

@@ -24,6 +24,7 @@ from typing import Any
 
 from cacl.data.types import ReidDataset
 from cacl.engine import run_dir as rd
+from cacl.engine.checkpoint import BEST
 from cacl.errors import CaclError
 from cacl.report.visrank import Ranking, choose_queries, render_rows, top_matches
 
@@ -64,13 +65,16 @@ def make_report(
     batch_size: int = 128,
     workers: int | None = None,
     progress: bool = True,
+    ranking: Ranking | None = None,
 ) -> Path:
     """Write ``run_dir/report.html`` (atomically) and return its path.
 
     ``dataset`` (already loaded) or ``data`` / ``root`` (a dataset name and folder) replace the
     dataset recorded in the run; the best checkpoint is evaluated on ``device`` (default: CUDA
     when available) for the CMC curve and a grid of ``queries`` random queries, with
-    ``workers`` loader processes (default: the run's ``data.workers``).
+    ``workers`` loader processes (default: the run's ``data.workers``). ``ranking``: the best
+    checkpoint's ranking when the caller has it already (``cacl train`` passes its evaluation of
+    the best epoch): nothing is evaluated again.
     """
     run_dir = Path(run_dir)
     results_path, config_path = run_dir / rd.RESULTS_FILE, run_dir / rd.CONFIG_FILE
@@ -89,7 +93,13 @@ def make_report(
     if config_text is None:
         notes.append("no config.yaml in the run folder")
     extract = dict(batch_size=batch_size, workers=workers, progress=progress)
-    ranking, checkpoint = _rank_best(run_dir, results, dataset, data, root, device, notes, extract)
+    if ranking is None:
+        ranking, checkpoint = _rank_best(
+            run_dir, results, dataset, data, root, device, notes, extract
+        )
+    else:
+        checkpoint = {"path": str(run_dir / BEST), "epoch": results.get("best_epoch")}
+        checkpoint["how"] = "as evaluated in training"
     grid = None
     if ranking is not None:
         chosen = choose_queries(ranking.query_ap, "random", queries, seed)
@@ -129,7 +139,6 @@ def _rank_best(
     extract: dict[str, Any],
 ) -> tuple[Ranking | None, dict[str, Any]]:
     """Evaluate the best checkpoint again; on failure add a note and return ``None``."""
-    from cacl.engine.checkpoint import BEST
     from cacl.engine.loading import load_network
     from cacl.engine.trainer import resolve_device
     from cacl.report.visrank import compute_ranking
@@ -140,7 +149,7 @@ def _rank_best(
     except CaclError as exc:
         notes.append(f"no CMC curve or ranked results: {exc}")
         return None, {}
-    checkpoint = {"path": meta.get("_path"), "epoch": meta.get("epoch")}
+    checkpoint = {"path": meta.get("_path"), "epoch": meta.get("epoch"), "how": "evaluated again"}
     if Path(checkpoint["path"]).name != BEST:
         notes.append(f"no {BEST}: the CMC curve and ranked results show {checkpoint['path']}")
     try:
@@ -226,8 +235,8 @@ def render_page(
         title = f"CMC, {_checkpoint_name(checkpoint)}: mAP {r.mAP:.4f}"
         body.append(_figure(plots.cmc_curve(r.cmc, title), "CMC curve"))
         body.append(
-            f'<p class="small" id="recomputed">{_esc(_checkpoint_name(checkpoint))} evaluated '
-            f"again: mAP {r.mAP:.4f}, rank-1 {r.rank(1):.4f}; {len(ranking.query)} queries "
+            f'<p class="small" id="recomputed">{_esc(_checkpoint_name(checkpoint))} '
+            f"{checkpoint['how']}: mAP {r.mAP:.4f}, rank-1 {r.rank(1):.4f}; {len(ranking.query)} queries "
             f"({r.num_valid_queries} with a true match), {len(ranking.gallery)} gallery images, "
             "Market-1501 protocol.</p>"
         )

@@ -24,10 +24,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from cacl.data.transforms import test_transform
 from cacl.data.types import ReidDataset, Sample
-from cacl.engine.evaluate import squared_euclidean
-from cacl.engine.extract import extract_features
+from cacl.engine.evaluate import network_distances
 from cacl.errors import CaclError
 from cacl.evaluation import RetrievalResult, evaluate
 
@@ -100,12 +98,17 @@ def compute_ranking(
     """Extract the query and gallery features with ``network`` (eval mode) and score them."""
     if not dataset.has_test_split:
         raise VisrankError(f"{dataset.name} has no query / gallery split to rank")
-    network.eval()
-    transform = test_transform(height, width)
-    kwargs = dict(device=device, batch_size=batch_size, workers=workers, progress=progress)
-    qf = extract_features(network, dataset.query, transform, desc="query", **kwargs)
-    gf = extract_features(network, dataset.gallery, transform, desc="gallery", **kwargs)
-    return Ranking.from_distmat(dataset.query, dataset.gallery, squared_euclidean(qf, gf))
+    distmat = network_distances(
+        network,
+        dataset,
+        height=height,
+        width=width,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        progress=progress,
+    )
+    return Ranking.from_distmat(dataset.query, dataset.gallery, distmat)
 
 
 def choose_queries(ap: np.ndarray, which: str, n: int, seed: int = 0) -> np.ndarray:
