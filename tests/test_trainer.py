@@ -7,10 +7,16 @@ import logging
 
 import pytest
 import torch
+import torchvision.transforms as T
+from PIL import Image
 
 from cacl.cli import main
 from cacl.config import load_config
+from cacl.data.default import resolve_dataset
+from cacl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cacl.engine.checkpoint import load_checkpoint
+from cacl.engine.evaluate import evaluate_network, score_distances
+from cacl.engine.loading import load_network
 from cacl.engine.step import TrainingError
 from cacl.engine.trainer import Trainer
 
@@ -69,6 +75,37 @@ def test_checkpoints_load_safely_and_eval_cli_reproduces_best(full_run, capsys):
     assert main(["eval", str(out), "--device", "cpu", "--workers", "0"]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["mAP"] == pytest.approx(results["mAP"], abs=1e-6)
+
+
+def test_eval_of_the_gray_branch_equals_a_per_image_loop(full_run, capsys, tmp_path):
+    """``cacl eval --branch 2``: the gray branch on gray-scale images, checked against features
+    computed one image at a time with PIL's own gray conversion."""
+    out, _ = full_run
+    assert main(["eval", str(out), "--branch", "2", "--device", "cpu", "--workers", "0"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    net, cfg, _ = load_network(out, "cpu", channels_last=False)
+    data = resolve_dataset(cfg.data)
+    size = (cfg.data.height, cfg.data.width)
+    normalise = T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+    def feature(path):
+        image = Image.open(path).convert("RGB").resize(size[::-1], Image.Resampling.BICUBIC)
+        gray = image.convert("L").convert("RGB")
+        with torch.no_grad():
+            return net.branch2(normalise(gray)[None])[1][0]
+
+    qf = torch.stack([feature(s.path) for s in data.query])
+    gf = torch.stack([feature(s.path) for s in data.gallery])
+    expected = score_distances(torch.cdist(qf, gf).pow(2).numpy(), data)
+    # PIL's resize and torchvision's tensor path round differently: a small tolerance
+    assert printed["mAP"] == pytest.approx(expected["mAP"], abs=0.02)
+    colour = evaluate_network(net, data, height=size[0], width=size[1], device="cpu")
+    assert printed["mAP"] != pytest.approx(colour["mAP"], abs=1e-6)  # another branch was scored
+
+    one = tmp_path / "one"
+    train(one, "model.gray_branch=false", epochs=1)
+    assert main(["eval", str(one), "--branch", "2", "--device", "cpu", "--workers", "0"]) == 1
+    assert "no gray branch" in capsys.readouterr().err
 
 
 def test_interrupted_and_resumed_run_ends_with_the_same_metrics(full_run, tmp_path):

@@ -10,12 +10,21 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "eval",
         help="evaluate a checkpoint (or run folder) on a dataset",
-        description="Evaluate branch 1 of a trained model with the Market-1501 protocol.",
+        description="Evaluate branch 1 (or, with --branch 2, the gray branch) of a trained model "
+        "with the Market-1501 protocol.",
     )
     parser.add_argument("checkpoint", help="a checkpoint file or a run folder (uses best.pt)")
     parser.add_argument("--data", default=None, help="dataset name (default: the training one)")
     parser.add_argument("--root", default=None, help="dataset folder (default: the training one)")
     parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
+    parser.add_argument(
+        "--branch",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="1: the colour branch (the model's output, default); 2: the gray branch on "
+        "gray-scale images (a diagnostic of what the training-only branch learned)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2)
@@ -40,8 +49,13 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         rerank=args.rerank,
+        branch=args.branch,
     )
-    print(f"{dataset.name}: {len(dataset.query)} queries, {len(dataset.gallery)} gallery images")
+    which = "branch 2 (gray)" if args.branch == 2 else "branch 1"
+    print(
+        f"{dataset.name}: {len(dataset.query)} queries, {len(dataset.gallery)} gallery images, "
+        f"{which}"
+    )
     print(
         f"mAP {metrics['mAP']:.4f}  rank-1 {metrics['rank1']:.4f}  rank-5 {metrics['rank5']:.4f}  "
         f"rank-10 {metrics['rank10']:.4f}  mINP {metrics['mINP']:.4f}"

@@ -10,6 +10,7 @@ import torch
 from cacl.data.transforms import test_transform
 from cacl.data.types import ReidDataset
 from cacl.engine.extract import extract_features
+from cacl.errors import CaclError
 from cacl.evaluation import evaluate
 
 log = logging.getLogger(__name__)
@@ -34,22 +35,35 @@ def network_distances(
     rerank: bool = False,
     progress: bool = True,
     shard: bool = False,
+    branch: int = 1,
 ) -> np.ndarray:
     """Query x gallery distances of ``network``'s features in eval mode (a CACL network then
     returns branch 1's ``x``): squared Euclidean, or k-reciprocal re-ranked with ``rerank``.
 
-    ``shard=True``: every rank of a process group extracts its share (all ranks must call it).
+    ``branch=2`` scores the gray branch of a CACL network instead, on gray-scale images (a
+    diagnostic: inference always uses branch 1). ``shard=True``: every rank of a process group
+    extracts its share (all ranks must call it).
     """
     if not dataset.has_test_split:
         raise ValueError(f"{dataset.name} has no query/gallery split to evaluate on")
+    forward = network
+    if branch == 2:
+        gray_branch = getattr(network, "branch2", None)
+        if gray_branch is None:
+            raise CaclError(
+                "this network has no gray branch (trained with model.gray_branch=false)"
+            )
+        forward = lambda images: gray_branch(images)[1]  # noqa: E731 - (pooled, x) -> x
+    elif branch != 1:
+        raise CaclError(f"branch must be 1 (colour) or 2 (gray), got {branch}")
     was_training = network.training
     network.eval()
-    transform = test_transform(height, width)
+    transform = test_transform(height, width, gray=branch == 2)
     kwargs = dict(
         device=device, batch_size=batch_size, workers=workers, progress=progress, shard=shard
     )
-    qf = extract_features(network, dataset.query, transform, desc="query", **kwargs)
-    gf = extract_features(network, dataset.gallery, transform, desc="gallery", **kwargs)
+    qf = extract_features(forward, dataset.query, transform, desc="query", **kwargs)
+    gf = extract_features(forward, dataset.gallery, transform, desc="gallery", **kwargs)
     network.train(was_training)
     if rerank:
         from cacl.evaluation import re_ranking_features
