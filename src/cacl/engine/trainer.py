@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from cacl import distributed
@@ -249,11 +250,10 @@ class Trainer:
         )
         return score_distances(self.last_distances, self.dataset)
 
-    def train_epoch(self) -> dict[str, float]:
-        """``train.iters`` steps over P x K batches of the current classes; mean loss terms."""
-        assert self.memory is not None and self.classes is not None
-        t = self.cfg.train
-        loader = train_loader(
+    def epoch_loader(self) -> DataLoader:
+        """This rank's P x K batches of the current epoch and classes (views, index, camera)."""
+        assert self.classes is not None
+        return train_loader(
             self.dataset.train,
             self.classes,
             self.camids,
@@ -261,10 +261,16 @@ class Trainer:
             self.epoch,
             gray=self.memory_tilde is not None,
             device=self.device,
-            loader_seed=self._rank_seed(t.seed * 100003 + self.epoch),
+            loader_seed=self._rank_seed(self.cfg.train.seed * 100003 + self.epoch),
             rank=self.rank,
             world_size=self.world_size,
         )
+
+    def train_epoch(self) -> dict[str, float]:
+        """``train.iters`` steps over P x K batches of the current classes; mean loss terms."""
+        assert self.memory is not None and self.classes is not None
+        t = self.cfg.train
+        loader = self.epoch_loader()
         classes = torch.from_numpy(self.classes).to(self.device)
         self.model.train()
         sums: dict[str, float] = {}
