@@ -237,7 +237,7 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Score branch 1 on the query / gallery; keeps the distances in ``last_distances``."""
         d = self.cfg.data
-        self.last_distances = network_distances(
+        distances = network_distances(
             self.model,
             self.dataset,
             height=d.height,
@@ -248,7 +248,9 @@ class Trainer:
             progress=self.progress,
             shard=True,
         )
-        return score_distances(self.last_distances, self.dataset)
+        # kept for the run report only when small: MSMT17's matrix alone is 3.8 GB
+        self.last_distances = distances if distances.size <= KEEP_DISTANCES else None
+        return score_distances(distances, self.dataset)
 
     def epoch_loader(self) -> DataLoader:
         """This rank's P x K batches of the current epoch and classes (views, index, camera)."""
@@ -400,8 +402,7 @@ class Trainer:
             )
             if metrics["mAP"] > self.best["mAP"]:
                 self.best = {"epoch": number, **metrics}
-                small = self.last_distances.size <= KEEP_DISTANCES
-                self.best_distances = self.last_distances if small else None
+                self.best_distances = self.last_distances
                 self._save_best()
         self.scalars.add_epoch(record)
         return record
