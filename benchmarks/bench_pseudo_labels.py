@@ -9,6 +9,7 @@ also in fresh processes.
     python benchmarks/bench_pseudo_labels.py                          # 16,000 and 32,621
     python benchmarks/bench_pseudo_labels.py --sizes 100000 --no-floor
     python benchmarks/bench_pseudo_labels.py --sizes 4000 --backend faiss
+    python benchmarks/bench_pseudo_labels.py --sizes 32621 --cameras 15 --distance ca_jaccard
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ def synthetic_memory(
     camera_scale: float = 0.3,
     ambient_noise: float = 0.5,
     seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(features, identity)``: float32 ``(n, dim)`` unit rows and the true identity of each."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(features, identity, camera)``: float32 ``(n, dim)`` unit rows, identity and camera."""
     rng = np.random.default_rng(seed)
     n_ids = max(1, round(n / cluster_size))
     ids = rng.integers(0, n_ids, n)
@@ -53,12 +54,13 @@ def synthetic_memory(
         out[a:b] = low @ basis
         out[a:b] += ambient * rng.standard_normal((b - a, dim), dtype=np.float32)
     out /= np.linalg.norm(out, axis=1, keepdims=True)
-    return out, ids
+    return out, ids, cams
 
 
 def pipeline_worker(args: argparse.Namespace) -> dict[str, Any]:
     from sklearn.metrics import adjusted_rand_score
 
+    from cacl.clustering.camera import ca_encoding, camera_centered, camera_neighbors
     from cacl.clustering.dbscan import dbscan_sparse
     from cacl.clustering.jaccard import encoding_from_neighbors, jaccard_from_encoding
     from cacl.clustering.knn import knn_prepared, prepare_features
@@ -66,14 +68,26 @@ def pipeline_worker(args: argparse.Namespace) -> dict[str, Any]:
 
     meter = StageMeter()
     with meter.stage("features"):
-        features, ids = synthetic_memory(args.n, args.dim, noise=args.noise, seed=args.seed)
-    with meter.stage("knn"):
-        x = prepare_features(features, normalize=True)
-        neighbors = knn_prepared(x, args.k1, metric="cosine", backend=args.backend)
+        features, ids, cams = synthetic_memory(
+            args.n, args.dim, cameras=args.cameras, noise=args.noise, seed=args.seed
+        )
+    x = prepare_features(features, normalize=True)
+    if args.camera_norm == "center":
+        with meter.stage("camera_norm"):
+            x = camera_centered(x, cams)
     # The stages of cacl.clustering.pseudo_labels_with_stats, one by one.
+    with meter.stage("knn"):
+        if args.distance == "ca_jaccard":
+            lists = camera_neighbors(x, cams, args.k1_intra + 1, args.k1_inter + 1)
+        else:
+            neighbors = knn_prepared(x, args.k1, metric="cosine", backend=args.backend)
     with meter.stage("jaccard"):
-        v = encoding_from_neighbors(x, neighbors, args.k1, args.k2)
-        del neighbors
+        if args.distance == "ca_jaccard":
+            v = ca_encoding(lists, args.k1_intra, args.k1_inter, args.k2_intra, args.k2_inter)
+            del lists
+        else:
+            v = encoding_from_neighbors(x, neighbors, args.k1, args.k2)
+            del neighbors
         graph = jaccard_from_encoding(v, max_distance=args.eps)
     with meter.stage("dbscan"):
         raw = dbscan_sparse(graph, args.eps, 4)
@@ -101,7 +115,9 @@ def floor_worker(args: argparse.Namespace) -> dict[str, Any]:
 
     meter = StageMeter()
     with meter.stage("features"):
-        features, _ = synthetic_memory(args.n, args.dim, noise=args.noise, seed=args.seed)
+        features, _, _ = synthetic_memory(
+            args.n, args.dim, cameras=args.cameras, noise=args.noise, seed=args.seed
+        )
         x = prepare_features(features, normalize=True)
     with meter.stage(f"knn_{args.backend}"):
         knn_prepared(x, args.k1, metric="cosine", backend=args.backend)
@@ -117,6 +133,13 @@ def main() -> None:
     parser.add_argument("--k2", type=int, default=6)
     parser.add_argument("--eps", type=float, default=0.6)
     parser.add_argument("--backend", default="auto", choices=["auto", "torch", "faiss"])
+    parser.add_argument("--distance", default="jaccard", choices=["jaccard", "ca_jaccard"])
+    parser.add_argument("--camera-norm", default="none", choices=["none", "center"])
+    parser.add_argument("--cameras", type=int, default=6, help="cameras of the synthetic set")
+    parser.add_argument("--k1-intra", type=int, default=5)
+    parser.add_argument("--k1-inter", type=int, default=20)
+    parser.add_argument("--k2-intra", type=int, default=3)
+    parser.add_argument("--k2-inter", type=int, default=3)
     parser.add_argument("--no-floor", action="store_true", help="skip the kNN-alone runs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -130,8 +153,18 @@ def main() -> None:
 
     common = ["--dim", str(args.dim), "--noise", str(args.noise), "--seed", str(args.seed)]
     common += ["--k1", str(args.k1), "--k2", str(args.k2), "--eps", str(args.eps)]
+    common += ["--cameras", str(args.cameras), "--distance", args.distance]
+    common += ["--camera-norm", args.camera_norm]
+    common += ["--k1-intra", str(args.k1_intra), "--k1-inter", str(args.k1_inter)]
+    common += ["--k2-intra", str(args.k2_intra), "--k2-inter", str(args.k2_inter)]
+    ca = (
+        f" (k1 intra/inter {args.k1_intra}/{args.k1_inter}, k2 {args.k2_intra}/{args.k2_inter})"
+        if args.distance == "ca_jaccard"
+        else ""
+    )
     print(
-        f"pseudo labels benchmark, D = {args.dim}, k1 = {args.k1}, k2 = {args.k2}, "
+        f"pseudo labels benchmark, D = {args.dim}, {args.cameras} cameras, distance "
+        f"{args.distance}{ca}, camera_norm {args.camera_norm}, k1 = {args.k1}, k2 = {args.k2}, "
         f"eps = {args.eps}; {load_average()} at start"
     )
     for n in args.sizes:

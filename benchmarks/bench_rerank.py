@@ -26,7 +26,9 @@ from bench_pseudo_labels import synthetic_memory  # noqa: E402
 
 
 def make_split(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
-    features, _ = synthetic_memory(args.query + args.gallery, args.dim, noise=1.0, seed=args.seed)
+    features, _, _ = synthetic_memory(
+        args.query + args.gallery, args.dim, noise=1.0, seed=args.seed
+    )
     return features[: args.query], features[args.query :]
 
 

@@ -27,6 +27,14 @@ def clustered_features(
     return x[rng.permutation(len(x))].astype(np.float32)
 
 
+def densify(dist) -> np.ndarray:
+    """A sparse distance matrix as dense, missing entries at distance 1."""
+    out = np.ones(dist.shape)
+    coo = dist.tocoo()
+    out[coo.row, coo.col] = coo.data
+    return out
+
+
 def dense_jaccard(features: np.ndarray, k1: int = 30, k2: int = 6) -> np.ndarray:
     """The k-reciprocal Jaccard distance, N x N, exactly as METHOD.md words it."""
     x = np.asarray(features, dtype=np.float64)
@@ -139,3 +147,51 @@ def squared_euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = np.asarray(a, dtype=np.float32)
     b = np.asarray(b, dtype=np.float32)
     return (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+
+
+def dense_camera_centered(features: np.ndarray, cameras: np.ndarray) -> np.ndarray:
+    """Each row minus its camera's mean row (of the normalised rows), normalised again."""
+    x = np.asarray(features, dtype=np.float64)
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    out = x.copy()
+    for cam in np.unique(cameras):
+        rows = cameras == cam
+        out[rows] -= x[rows].mean(axis=0)
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def dense_ca_jaccard(
+    features: np.ndarray,
+    cameras: np.ndarray,
+    k1_intra: int = 5,
+    k1_inter: int = 20,
+    k2_intra: int = 3,
+    k2_inter: int = 3,
+) -> np.ndarray:
+    """CA-Jaccard (CKRNN + CLQE), N x N, as METHOD.md "Beyond the paper" words it."""
+    x = np.asarray(features, dtype=np.float64)
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    n = len(x)
+    dist = 2.0 - 2.0 * x @ x.T
+    same = cameras[:, None] == cameras[None, :]
+    intra_rank = []
+    inter_rank = []
+    for i in range(n):
+        key = dist[i].copy()
+        key[i] = -np.inf  # i itself first on its intra list
+        order = np.argsort(key, kind="stable")
+        intra_rank.append([j for j in order if same[i, j]])
+        inter_rank.append([j for j in order if not same[i, j]])
+
+    def reciprocal(rank: list[list[int]], i: int, k: int) -> list[int]:
+        return [j for j in rank[i][: k + 1] if i in rank[j][: k + 1]]
+
+    v = np.zeros((n, n))
+    for i in range(n):
+        members = reciprocal(intra_rank, i, k1_intra) + reciprocal(inter_rank, i, k1_inter)
+        weights = np.exp(-dist[i, members])
+        v[i, members] = weights / weights.sum()
+    expansion = [intra_rank[i][:k2_intra] + inter_rank[i][:k2_inter] for i in range(n)]
+    v = np.stack([v[rows].mean(axis=0) for rows in expansion])
+    s = np.stack([np.minimum(v[i][None, :], v).sum(axis=1) for i in range(n)])
+    return np.maximum(1.0 - s / (2.0 - s), 0.0)

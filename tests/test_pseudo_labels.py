@@ -24,16 +24,9 @@ from cacl.clustering import (
 from cacl.clustering.jaccard import encoding_from_neighbors
 from cacl.clustering.knn import knn_prepared, prepare_features
 from cacl.clustering.refine import refine_from_encoding
-from kreciprocal_reference import clustered_features, dense_jaccard, dense_refine
+from kreciprocal_reference import clustered_features, dense_jaccard, dense_refine, densify
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-
-
-def densify(dist) -> np.ndarray:
-    out = np.ones(dist.shape)
-    coo = dist.tocoo()
-    out[coo.row, coo.col] = coo.data
-    return out
 
 
 def dense_dbscan(dist: np.ndarray, eps: float, min_samples: int) -> np.ndarray:
@@ -162,7 +155,9 @@ def test_statistics_and_logging(caplog: pytest.LogCaptureFixture) -> None:
     np.testing.assert_array_equal(stats.cluster_sizes, np.bincount(labels[labels >= 0]))
     assert sum(stats.size_histogram.values()) == stats.n_clusters
     assert set(stats.size_percentiles) == {5, 25, 50, 75, 95}
-    assert {"knn", "jaccard", "dbscan", "dbscan_tight", "refine"} <= set(stats.seconds)
+    assert {"knn", "encoding", "jaccard_distance", "dbscan", "dbscan_tight", "refine"} <= set(
+        stats.seconds
+    )
     summary = json.loads(json.dumps(stats.as_dict()))
     assert summary["n_clusters"] == stats.n_clusters
     assert summary["size_max"] == stats.cluster_sizes.max()

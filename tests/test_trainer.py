@@ -119,6 +119,22 @@ def test_interrupted_and_resumed_run_ends_with_the_same_metrics(full_run, tmp_pa
         assert a["cluster"]["clusters"] == b["cluster"]["clusters"]
 
 
+def test_resume_is_exact_with_the_camera_aware_options(cache, tmp_path):
+    options = [
+        "loss.camera_weight=0.5",
+        "cluster.distance=ca_jaccard",
+        "cluster.camera_norm=center",
+    ]
+    whole = train(tmp_path / "whole", *options)
+    assert "L_cam" in whole["history"][0]["loss"]
+    assert 0.0 <= whole["history"][0]["cluster"]["own_camera_share"] <= 1.0
+    train(tmp_path / "part", *options, epochs=1)
+    resumed = Trainer.resume(tmp_path / "part", ["train.epochs=2"], progress=False).fit()
+    assert resumed["mAP"] == pytest.approx(whole["mAP"], abs=1e-6)
+    for a, b in zip(resumed["history"], whole["history"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+
+
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(cache, tmp_path, monkeypatch):
     train(tmp_path, epochs=1)
     before = (tmp_path / "last.pt").read_bytes()

@@ -68,6 +68,13 @@ class ClusterConfig:
     outliers: str = "singleton"  # singleton | drop
     knn: str = "auto"  # auto | faiss | torch
     on_no_cluster: str = "continue"  # continue | stop
+    # Camera-aware options (METHOD.md, "Beyond the paper"); the defaults are the paper's pipeline.
+    camera_norm: str = "none"  # none | center: cluster each memory row minus its camera's mean
+    distance: str = "jaccard"  # jaccard | ca_jaccard (camera-aware Jaccard, CVPR 2024)
+    k1_intra: int = 5  # CA-Jaccard: k-reciprocal neighbours on the intra-camera lists
+    k1_inter: int = 20  # ... and on the inter-camera lists
+    k2_intra: int = 3  # CA-Jaccard query expansion: first rows of the intra-camera list
+    k2_inter: int = 3  # ... and of the inter-camera list
 
 
 @dataclass
@@ -77,6 +84,11 @@ class LossConfig:
     instance_weight: float = 1.0
     inter_weight: float = 1.0
     intra_weight: float = 1.0
+    # Inter-camera proxy term beyond the paper (ICE / PPLR; METHOD.md): 0 = off (the paper's CACL)
+    camera_weight: float = 0.0
+    camera_temperature: float = 0.07
+    camera_negatives: int = 50  # hardest other-class proxies per sample
+    camera_branches: str = "colour"  # colour: branch 1 only | both: also the gray memory
 
 
 @dataclass
@@ -262,6 +274,30 @@ def validate(cfg: Config) -> None:
         raise ConfigError("cluster.outliers must be singleton or drop")
     if cfg.cluster.on_no_cluster not in ("continue", "stop"):
         raise ConfigError("cluster.on_no_cluster must be continue or stop")
+    if cfg.loss.camera_branches not in ("colour", "both"):
+        raise ConfigError(
+            f"loss.camera_branches must be colour or both, got {cfg.loss.camera_branches!r}"
+        )
+    if cfg.loss.camera_weight < 0 or cfg.loss.camera_temperature <= 0:
+        raise ConfigError("loss.camera_weight must be >= 0 and loss.camera_temperature > 0")
+    if cfg.loss.camera_negatives < 1:
+        raise ConfigError("loss.camera_negatives must be at least 1")
+    if cfg.cluster.camera_norm not in ("none", "center"):
+        raise ConfigError(
+            f"cluster.camera_norm must be none or center, got {cfg.cluster.camera_norm!r}"
+        )
+    if cfg.cluster.distance not in ("jaccard", "ca_jaccard"):
+        raise ConfigError(
+            f"cluster.distance must be jaccard or ca_jaccard, got {cfg.cluster.distance!r}"
+        )
+    c = cfg.cluster
+    if min(c.k1_intra, c.k1_inter) < 1 or min(c.k2_intra, c.k2_inter) < 0:
+        raise ConfigError(
+            "cluster.k1_intra and cluster.k1_inter must be at least 1, "
+            "cluster.k2_intra and cluster.k2_inter at least 0"
+        )
+    if c.k2_intra > c.k1_intra + 1 or c.k2_inter > c.k1_inter + 1:
+        raise ConfigError("cluster.k2_intra / k2_inter may be at most k1_intra + 1 / k1_inter + 1")
     if not 0 < cfg.cluster.eps < 1:
         raise ConfigError(
             f"cluster.eps must be in (0, 1) (a Jaccard distance), got {cfg.cluster.eps}"

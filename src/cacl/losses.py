@@ -7,11 +7,16 @@ Symbols as in the paper, for a batch of B images with pseudo labels ``y``:
 - ``z``: L2-normalised predictor output of branch 1;
 - ``u`` / ``u_tilde``: class centroids, means of the colour / gray memory rows of each class.
 
+:func:`camera_proxy_loss` is the optional inter-camera term beyond the paper
+(``loss.camera_weight``).
+
 The stop-gradients of the paper are explicit ``detach()`` calls here, so the functions can be given
 tensors that require grad and still behave as specified.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +67,53 @@ def intra_view_cluster_loss(
     # (1 - q)^gamma computed as (-expm1(log q))^gamma: accurate when q is close to 1.
     weight = (-torch.expm1(log_q)).clamp_min(0).pow(gamma)
     return -(weight * log_q).mean()
+
+
+def camera_proxy_loss(
+    x: torch.Tensor,
+    proxies: torch.Tensor,
+    proxy_class: torch.Tensor,
+    proxy_camera: torch.Tensor,
+    targets: torch.Tensor,
+    cameras: torch.Tensor,
+    temperature: float = 0.07,
+    num_negatives: int = 50,
+) -> torch.Tensor:
+    """Inter-camera proxy contrastive loss (ICE, ICCV 2021; METHOD.md, "Beyond the paper").
+
+    For sample ``i`` of class ``y_i`` seen by camera ``c_i``: positives ``P_i`` are the proxies
+    of ``y_i`` in the *other* cameras, negatives ``Q_i`` the ``num_negatives`` proxies of other
+    classes most similar to ``x_i``;
+    ``l_i = -1/|P_i| sum_{p in P_i} log( exp(<x_i, p>/tau) / sum_{u in P_i ∪ Q_i} exp(<x_i, u>/tau) )``
+    and the loss is the mean of ``l_i`` over the samples with ``P_i`` non-empty (0 when there are
+    none: a class seen by one camera adds nothing). Proxies get no gradient.
+
+    Args:
+        x: (B, D) L2-normalised features.
+        proxies: (P, D) proxy rows (means of memory rows; normalised here).
+        proxy_class, proxy_camera: (P,) class and camera of every proxy.
+        targets, cameras: (B,) class and camera of every sample.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if num_negatives < 1:
+        raise ValueError(f"num_negatives must be at least 1, got {num_negatives}")
+    if targets.shape != (x.shape[0],) or cameras.shape != (x.shape[0],):
+        raise ValueError(f"targets and cameras must be ({x.shape[0]},)")
+    p = F.normalize(proxies.detach().float(), dim=1)
+    sim = x.float() @ p.t() / temperature  # (B, P)
+    same_class = proxy_class[None, :] == targets[:, None]
+    positive = same_class & (proxy_camera[None, :] != cameras[:, None])
+    has_positive = positive.any(dim=1)
+    if not bool(has_positive.any()):
+        return sim.sum() * 0.0  # keeps the graph; no sample has a cross-camera positive
+    sim, positive, same_class = sim[has_positive], positive[has_positive], same_class[has_positive]
+    k = min(num_negatives, sim.shape[1])
+    negatives = sim.masked_fill(same_class, -math.inf).topk(k, dim=1).values  # (B', k)
+    pos_logits = sim.masked_fill(~positive, -math.inf)
+    log_denominator = torch.logsumexp(torch.cat([pos_logits, negatives], dim=1), dim=1)
+    log_prob = (pos_logits - log_denominator[:, None]).masked_fill(~positive, 0.0)
+    return -(log_prob.sum(dim=1) / positive.sum(dim=1)).mean()
 
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:

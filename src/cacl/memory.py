@@ -6,6 +6,11 @@ of the batch move towards the new features, ``v_i <- normalise(alpha * v_i + (1 
 explicitly and without gradient. Class centroids ``u_l = mean{v_k : y_k = l}`` are maintained by
 adding each row's change divided by its class size, so an update costs O(B * D) instead of the
 O(N * D) of recomputing every centroid.
+
+Given the camera of every row, the bank also keeps camera proxies (METHOD.md, "Beyond the paper"):
+the mean row of each (class, camera) pair, recomputed with the labels and moved by the same
+incremental rule at every update, so within an epoch they always equal the means of the current
+rows.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ class InstanceMemory:
     Args:
         features: initial rows (N, D); normalised on the way in.
         momentum: ``alpha`` of the update rule (0.2 in the paper): the weight of the old row.
+
+    After :meth:`set_cameras` the bank also keeps camera proxies (``proxies``, ``proxy_class``,
+    ``proxy_camera``, ``proxy_index``).
     """
 
     def __init__(self, features: torch.Tensor, momentum: float = 0.2) -> None:
@@ -32,6 +40,12 @@ class InstanceMemory:
         self.labels: torch.Tensor | None = None
         self.centroids: torch.Tensor | None = None
         self._counts: torch.Tensor | None = None
+        self.cameras: torch.Tensor | None = None
+        self.proxies: torch.Tensor | None = None  # (P, D) means of (class, camera) pairs
+        self.proxy_class: torch.Tensor | None = None  # (P,) class of each proxy
+        self.proxy_camera: torch.Tensor | None = None  # (P,) camera of each proxy
+        self.proxy_index: torch.Tensor | None = None  # (N,) proxy of each row, -1 for no class
+        self._proxy_counts: torch.Tensor | None = None
 
     @property
     def num_samples(self) -> int:
@@ -43,9 +57,22 @@ class InstanceMemory:
 
     def to(self, device: torch.device | str) -> InstanceMemory:
         self.features = self.features.to(device)
+        if self.cameras is not None:
+            self.cameras = self.cameras.to(device)
         if self.labels is not None:
             self.set_labels(self.labels.to(device))
         return self
+
+    def set_cameras(self, cameras: torch.Tensor) -> None:
+        """Give the camera id (>= 0) of every row: from now on the bank keeps camera proxies."""
+        cameras = torch.as_tensor(cameras, dtype=torch.long, device=self.device)
+        if cameras.shape != (self.num_samples,):
+            raise ValueError(f"cameras must be ({self.num_samples},), got {tuple(cameras.shape)}")
+        if int(cameras.min()) < 0:
+            raise ValueError("camera ids must be >= 0")
+        self.cameras = cameras
+        if self.labels is not None:
+            self._set_proxies(self.labels, self.labels >= 0)
 
     def set_labels(self, labels: torch.Tensor) -> None:
         """Set the class of every row and recompute the centroids.
@@ -67,6 +94,23 @@ class InstanceMemory:
         sums = torch.zeros(num_classes, self.features.shape[1], device=self.device)
         sums.index_add_(0, labels[assigned], self.features[assigned])
         self.centroids = sums / self._counts.clamp_min(1).unsqueeze(1)
+        if self.cameras is not None:
+            self._set_proxies(labels, assigned)
+
+    def _set_proxies(self, labels: torch.Tensor, assigned: torch.Tensor) -> None:
+        """One proxy per (class, camera) pair present, ordered by class then camera."""
+        assert self.cameras is not None
+        num_cameras = int(self.cameras.max()) + 1
+        key = labels[assigned] * num_cameras + self.cameras[assigned]
+        pairs, inverse = torch.unique(key, return_inverse=True)
+        self.proxy_class = pairs // num_cameras
+        self.proxy_camera = pairs % num_cameras
+        self.proxy_index = torch.full_like(labels, -1)
+        self.proxy_index[assigned] = inverse
+        self._proxy_counts = torch.bincount(inverse, minlength=pairs.numel()).float()
+        sums = torch.zeros(pairs.numel(), self.features.shape[1], device=self.device)
+        sums.index_add_(0, inverse, self.features[assigned])
+        self.proxies = sums / self._proxy_counts.unsqueeze(1)
 
     @torch.no_grad()
     def update(self, indexes: torch.Tensor, features: torch.Tensor) -> None:
@@ -94,6 +138,12 @@ class InstanceMemory:
                 keep = cls >= 0
                 delta = (new[keep] - old[keep]) / self._counts[cls[keep]].unsqueeze(1)
                 self.centroids.index_add_(0, cls[keep], delta)
+            if self.proxies is not None:
+                assert self.proxy_index is not None and self._proxy_counts is not None
+                pid = self.proxy_index[idx]
+                keep = pid >= 0
+                delta = (new[keep] - old[keep]) / self._proxy_counts[pid[keep]].unsqueeze(1)
+                self.proxies.index_add_(0, pid[keep], delta)
 
     def state_dict(self) -> dict[str, torch.Tensor | float | None]:
         return {"features": self.features, "labels": self.labels, "momentum": self.momentum}
@@ -102,6 +152,7 @@ class InstanceMemory:
         self.momentum = float(state["momentum"])
         self.features = state["features"].to(self.device, torch.float32).clone()
         self.labels = self.centroids = self._counts = None
+        self.proxies = self.proxy_class = self.proxy_camera = self.proxy_index = None
         if state.get("labels") is not None:
             self.set_labels(state["labels"])
 

@@ -20,6 +20,16 @@ def register(subparsers) -> None:
     parser.add_argument("run", help="a run folder (or its last.pt)")
     parser.add_argument("--eps", type=float, nargs="+", default=list(DEFAULT_EPS))
     parser.add_argument("--no-refine", action="store_true", help="skip the cluster refinement")
+    parser.add_argument(
+        "--distance",
+        choices=["jaccard", "ca_jaccard"],
+        help="the distance to cluster on (default: the run's cluster.distance)",
+    )
+    parser.add_argument(
+        "--camera-norm",
+        choices=["none", "center"],
+        help="camera centring before the distance (default: the run's cluster.camera_norm)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -27,28 +37,52 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from cacl.cli import CommandError
-    from cacl.clustering import jaccard_distance, labels_from_distance
+    from cacl.clustering import labels_from_distance
+    from cacl.clustering.camera import own_camera_share
+    from cacl.clustering.jaccard import jaccard_from_encoding
+    from cacl.clustering.pseudo_labels import encoding
     from cacl.config import config_from_dict
     from cacl.data.default import resolve_dataset
     from cacl.engine.checkpoint import LAST, load_checkpoint
-    from cacl.engine.labels import cluster_stats
+    from cacl.engine.labels import camera_stats, cluster_stats
 
     state = load_checkpoint(args.run, prefer=LAST)
     if "memory" not in state:
         raise CommandError(f"{state['_path']} holds no memory bank (use a run's last.pt)")
     cfg = config_from_dict(state["config"])
     c = cfg.cluster
-    pids = np.array([s.pid for s in resolve_dataset(cfg.data).train])
+    train = resolve_dataset(cfg.data).train
+    pids = np.array([s.pid for s in train])
+    cameras = np.array([s.camid for s in train])
     features = state["memory"]["features"]
     if len(pids) != features.shape[0]:
         raise CommandError("the run's dataset no longer matches its memory bank")
     true_pids = pids if np.all(pids >= 0) else None
-    dist = jaccard_distance(features, k1=c.k1, k2=c.k2)
-    print(
-        f"{state['_path']} (epoch {state['epoch']}), N = {features.shape[0]}, k1 = {c.k1}, "
-        f"k2 = {c.k2}, refine = {not args.no_refine}"
+    distance = args.distance or c.distance
+    camera_norm = args.camera_norm or c.camera_norm
+    v = encoding(
+        features,
+        k1=c.k1,
+        k2=c.k2,
+        cameras=cameras,
+        distance=distance,
+        camera_norm=camera_norm,
+        k1_intra=c.k1_intra,
+        k1_inter=c.k1_inter,
+        k2_intra=c.k2_intra,
+        k2_inter=c.k2_inter,
     )
-    header = f"{'eps':>6} {'clusters':>9} {'outliers':>9} {'median':>7} {'max':>5}"
+    dist = jaccard_from_encoding(v)
+    sizes = (
+        f"k1 intra/inter = {c.k1_intra}/{c.k1_inter}, k2 intra/inter = {c.k2_intra}/{c.k2_inter}"
+        if distance == "ca_jaccard"
+        else f"k1 = {c.k1}, k2 = {c.k2}"
+    )
+    print(
+        f"{state['_path']} (epoch {state['epoch']}), N = {features.shape[0]}, distance "
+        f"{distance}, camera_norm {camera_norm}, {sizes}, refine = {not args.no_refine}"
+    )
+    header = f"{'eps':>6} {'clusters':>9} {'outliers':>9} {'median':>7} {'max':>5} {'2+cam':>6}"
     print(header + (f" {'NMI':>6} {'ARI':>6}" if true_pids is not None else ""))
     for eps in args.eps:
         labels, _ = labels_from_distance(
@@ -61,11 +95,17 @@ def run(args: argparse.Namespace) -> int:
             log=False,
         )
         s = cluster_stats(labels, true_pids)
+        s.update(camera_stats(labels, cameras))
         line = (
             f"{eps:6.3f} {s['clusters']:9d} {s['outliers']:9d} {s['size_median']:7.0f} "
-            f"{s['size_max']:5d}"
+            f"{s['size_max']:5d} {s['multi_camera_clusters']:6.2f}"
         )
         if true_pids is not None:
             line += f" {s['nmi']:6.3f} {s['ari']:6.3f}"
         print(line)
+    share, chance = own_camera_share(features, cameras)
+    print(
+        f"2+cam: share of clusters spanning 2+ cameras; own-camera share of the memory's 10 "
+        f"nearest neighbours {share:.2f} (chance {chance:.2f})"
+    )
     return 0

@@ -34,6 +34,7 @@ def blocked_knn(
     block: int,
     farthest: bool = False,
     on_block: BlockCallback | None = None,
+    exclude_groups: np.ndarray | None = None,
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """``(indices, distances, farthest)`` of the ``k`` nearest rows of every row of ``x``.
@@ -46,6 +47,10 @@ def blocked_knn(
         block: tile size.
         farthest: also return each row's largest distance.
         on_block: called with every tile.
+        exclude_groups: ``(N,)`` integer group of every row (e.g. its camera): pairs of one group
+            are never neighbours (their distance counts as infinite), so each row gets its ``k``
+            nearest rows of *other* groups; rows with fewer candidates keep ``inf`` distances in
+            their last columns. Tiles whose rows and columns all share one group are skipped.
         progress: show a progress bar.
     """
     n = x.shape[0]
@@ -61,7 +66,16 @@ def blocked_knn(
         lists = _DeviceLists(n, k, block, x.device)
         sq_t = (x * x).sum(dim=1) if squared_norms else None
     far = np.full(n, -np.inf, dtype=np.float32) if farthest else None
+    groups = None if exclude_groups is None else np.asarray(exclude_groups, dtype=np.int64)
+    if groups is not None and on_block is not None:
+        raise ValueError("exclude_groups and on_block cannot be combined")
     for a, c in tqdm(tiles, desc="knn tiles", disable=not progress, leave=False):
+        same = None
+        if groups is not None:
+            ga, gc = groups[a : a + block], groups[c : c + block]
+            if ga.min() == ga.max() == gc.min() == gc.max():
+                continue  # one group only: nothing to offer
+            same = ga[:, None] == gc[None, :]
         if x.device.type == "cpu":
             xa, xc = x_np[a : a + block], x_np[c : c + block]
             tile = buffer[: xa.shape[0], : xc.shape[0]]
@@ -78,6 +92,8 @@ def blocked_knn(
         else:
             norms = sq_t[a : a + block, None] + sq_t[None, c : c + block]
             d = torch.addmm(norms, x[a : a + block], x[c : c + block].T, alpha=-2.0)
+        if same is not None and same.any():
+            d.masked_fill_(torch.from_numpy(same).to(d.device), math.inf)
         lists.add(a, c, d)
         if far is not None:
             rows, cols = slice(a, a + d.shape[0]), slice(c, c + d.shape[1])

@@ -35,16 +35,19 @@ _CHUNK_ROWS = 1024
 def reciprocal_neighbors(rank: np.ndarray, k: int) -> np.ndarray:
     """``R(i, k)`` for every ``i``, as an ``(N, min(k + 1, K))`` array padded with -1.
 
-    Members keep the order of ``rank[i]``.
+    Members keep the order of ``rank[i]``. ``rank`` may itself be padded with -1 (lists shorter
+    than ``K``, as the camera-aware lists of small cameras are); padding is never a member.
     """
     n = rank.shape[0]
     kk = min(k + 1, rank.shape[1])
     forward = rank[:, :kk]
+    valid = forward >= 0
     out = np.full((n, kk), -1, dtype=np.int64)
     for a in range(0, n, 4 * _CHUNK_ROWS):
         b = min(a + 4 * _CHUNK_ROWS, n)
-        backward = rank[forward[a:b], :kk]  # (B, kk, kk): rank[j][:k+1] of each j in rank[i][:k+1]
-        mutual = (backward == np.arange(a, b)[:, None, None]).any(axis=2)
+        # rank[j][:k+1] of each j in rank[i][:k+1]: (B, kk, kk)
+        backward = rank[np.where(valid[a:b], forward[a:b], 0), :kk]
+        mutual = (backward == np.arange(a, b)[:, None, None]).any(axis=2) & valid[a:b]
         out[a:b] = np.where(mutual, forward[a:b], -1)
     return out
 
@@ -140,13 +143,18 @@ def k_reciprocal_encoding(
 
 
 def local_query_expansion(v: sp.csr_matrix, rank: np.ndarray, k2: int) -> sp.csr_matrix:
-    """``V[i] <- mean of V[rank[i][:k2]]`` as a sparse product ``A @ V``."""
+    """``V[i] <- mean of V[rank[i][:k2]]`` as a sparse product ``A @ V``.
+
+    Entries -1 of ``rank`` (padding) are left out of the mean.
+    """
     n = rank.shape[0]
     kk = min(k2, rank.shape[1])
-    cols = rank[:, :kk].ravel()
-    averaging = sp.csr_matrix(
-        (np.full(cols.size, 1.0 / kk), cols, np.arange(0, n * kk + 1, kk)), shape=(n, n)
-    )
+    cols = rank[:, :kk]
+    valid = cols >= 0
+    count = valid.sum(axis=1)
+    indptr = np.concatenate([[0], np.cumsum(count)])
+    weights = np.repeat(1.0 / np.maximum(count, 1), count)
+    averaging = sp.csr_matrix((weights, cols[valid], indptr), shape=(n, n))
     expanded = (averaging @ v.astype(np.float64)).tocsr()
     expanded.sort_indices()
     return expanded.astype(np.float32)

@@ -18,14 +18,21 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from cacl.clustering.camera import ca_encoding, camera_centered, camera_neighbors, check_cameras
 from cacl.clustering.dbscan import dbscan_sparse
 from cacl.clustering.jaccard import encoding_from_neighbors, jaccard_from_encoding
 from cacl.clustering.knn import FeatureArray, knn_prepared, prepare_features
 from cacl.clustering.refine import refine_clusters, refine_from_encoding
+from cacl.errors import CaclError
 
 logger = logging.getLogger(__name__)
 
 _PERCENTILES = (5, 25, 50, 75, 95)
+
+#: ``distance`` values of :func:`pseudo_labels_with_stats`.
+DISTANCES = ("jaccard", "ca_jaccard")
+#: ``camera_norm`` values of :func:`pseudo_labels_with_stats`.
+CAMERA_NORMS = ("none", "center")
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,13 @@ def pseudo_labels(
     min_samples: int = 4,
     refine: bool = True,
     ratio: float = 1.0,
+    cameras: np.ndarray | None = None,
+    distance: str = "jaccard",
+    camera_norm: str = "none",
+    k1_intra: int = 5,
+    k1_inter: int = 20,
+    k2_intra: int = 3,
+    k2_inter: int = 3,
     **knn_options: Any,
 ) -> np.ndarray:
     """Cluster labels of the memory features, -1 for un-clustered (int64, length N).
@@ -129,6 +143,13 @@ def pseudo_labels(
         min_samples=min_samples,
         refine=refine,
         ratio=ratio,
+        cameras=cameras,
+        distance=distance,
+        camera_norm=camera_norm,
+        k1_intra=k1_intra,
+        k1_inter=k1_inter,
+        k2_intra=k2_intra,
+        k2_inter=k2_inter,
         **knn_options,
     )
     return labels
@@ -144,6 +165,13 @@ def pseudo_labels_with_stats(
     min_samples: int = 4,
     refine: bool = True,
     ratio: float = 1.0,
+    cameras: np.ndarray | None = None,
+    distance: str = "jaccard",
+    camera_norm: str = "none",
+    k1_intra: int = 5,
+    k1_inter: int = 20,
+    k2_intra: int = 3,
+    k2_inter: int = 3,
     **knn_options: Any,
 ) -> tuple[np.ndarray, ClusterStats]:
     """Pseudo labels and what they look like.
@@ -157,6 +185,14 @@ def pseudo_labels_with_stats(
         min_samples: DBSCAN's ``min_samples`` (the sample itself included).
         refine: apply the cluster refinement.
         ratio: the refinement's ``ratio``.
+        cameras: ``(N,)`` integer camera id of every row; needed by the camera-aware options.
+        distance: ``"jaccard"`` (the paper's k-reciprocal encoding with ``k1``, ``k2``) or
+            ``"ca_jaccard"`` (CA-Jaccard: camera-aware k-reciprocal neighbours with
+            ``k1_intra`` / ``k1_inter`` and camera-aware query expansion with ``k2_intra`` /
+            ``k2_inter``; see :mod:`cacl.clustering.camera`).
+        camera_norm: ``"none"`` or ``"center"`` (the clustering sees each row minus its camera's
+            mean row, re-normalised; the input is not modified).
+        k1_intra, k1_inter, k2_intra, k2_inter: CA-Jaccard's neighbourhood sizes.
         **knn_options: ``backend``, ``approximate``, ``nlist``, ``nprobe``, ``block_size``,
             ``progress`` of :func:`cacl.clustering.knn.nearest_neighbors`.
 
@@ -165,12 +201,21 @@ def pseudo_labels_with_stats(
     """
     seconds: dict[str, float] = {}
     progress = bool(knn_options.get("progress", False))
-    with _timed(seconds, "knn"):
-        x = prepare_features(features, normalize=True)
-        neighbors = knn_prepared(x, k1, metric="cosine", **knn_options)
-    with _timed(seconds, "jaccard"):
-        v = encoding_from_neighbors(x, neighbors, k1, k2)
-        del x, neighbors
+    v = encoding(
+        features,
+        k1=k1,
+        k2=k2,
+        cameras=cameras,
+        distance=distance,
+        camera_norm=camera_norm,
+        k1_intra=k1_intra,
+        k1_inter=k1_inter,
+        k2_intra=k2_intra,
+        k2_inter=k2_inter,
+        seconds=seconds,
+        **knn_options,
+    )
+    with _timed(seconds, "jaccard_distance"):
         # DBSCAN only looks at distances <= eps; the refinement recomputes what it needs.
         graph = jaccard_from_encoding(v, max_distance=eps, progress=progress)
     with _timed(seconds, "dbscan"):
@@ -183,6 +228,69 @@ def pseudo_labels_with_stats(
         with _timed(seconds, "refine"):
             labels = refine_from_encoding(v, raw, tight, ratio)
     return labels, _statistics(raw, labels, eps, seconds, log=True)
+
+
+def encoding(
+    features: FeatureArray,
+    *,
+    k1: int = 30,
+    k2: int = 6,
+    cameras: np.ndarray | None = None,
+    distance: str = "jaccard",
+    camera_norm: str = "none",
+    k1_intra: int = 5,
+    k1_inter: int = 20,
+    k2_intra: int = 3,
+    k2_inter: int = 3,
+    seconds: dict[str, float] | None = None,
+    **knn_options: Any,
+) -> sp.csr_matrix:
+    """The encoding ``V`` whose Jaccard distance the clustering uses (see
+    :func:`pseudo_labels_with_stats` for the arguments); ``seconds`` receives the stage times.
+
+    ``jaccard_from_encoding(encoding(...))`` is the full sparse distance matrix, e.g. to try
+    several ``eps`` (:func:`sweep_eps`).
+    """
+    seconds = {} if seconds is None else seconds
+    if distance not in DISTANCES:
+        raise CaclError(f"cluster distance must be one of {', '.join(DISTANCES)}, got {distance!r}")
+    if camera_norm not in CAMERA_NORMS:
+        raise CaclError(
+            f"camera_norm must be one of {', '.join(CAMERA_NORMS)}, got {camera_norm!r}"
+        )
+    progress = bool(knn_options.get("progress", False))
+    x = prepare_features(features, normalize=True)
+    cams = None
+    if distance != "jaccard" or camera_norm != "none":
+        if cameras is None:
+            raise CaclError(
+                f"distance={distance!r} / camera_norm={camera_norm!r} need the camera id of "
+                "every row (cameras=...)"
+            )
+        cams = check_cameras(cameras, x.shape[0])
+    if camera_norm == "center":
+        with _timed(seconds, "camera_norm"):
+            x = camera_centered(x, cams)
+    with _timed(seconds, "knn"):
+        if distance == "ca_jaccard":
+            lists = camera_neighbors(
+                x,
+                cams,
+                k1_intra + 1,
+                k1_inter + 1,
+                block_size=knn_options.get("block_size"),
+                progress=progress,
+            )
+        else:
+            neighbors = knn_prepared(x, k1, metric="cosine", **knn_options)
+    with _timed(seconds, "encoding"):
+        if distance == "ca_jaccard":
+            v = ca_encoding(lists, k1_intra, k1_inter, k2_intra, k2_inter)
+            del lists
+        else:
+            v = encoding_from_neighbors(x, neighbors, k1, k2)
+            del neighbors
+    return v
 
 
 def labels_from_distance(

@@ -66,6 +66,16 @@ def describe_clusters(stats: dict) -> str:
     )
     if "nmi" in stats:
         text += f", NMI {stats['nmi']:.3f} ARI {stats['ari']:.3f}"
+    if "multi_camera_clusters" in stats:
+        text += (
+            f"; {100 * stats['multi_camera_clusters']:.0f}% of clusters span 2+ cameras, "
+            f"{stats['cameras_per_cluster']:.2f} cameras per cluster"
+        )
+    if "own_camera_share" in stats:
+        text += (
+            f"; own-camera share of 10-NN {stats['own_camera_share']:.2f} "
+            f"(chance {stats['own_camera_chance']:.2f})"
+        )
     return text
 
 
@@ -80,3 +90,35 @@ def size_histogram(sizes: np.ndarray) -> dict[str, int]:
         key = f">={lo}" if hi == np.inf else f"{lo}-{int(hi) - 1}"
         hist[key] = int(((sizes >= lo) & (sizes < hi)).sum())
     return hist
+
+
+def camera_stats(
+    cluster_labels: np.ndarray, cameras: np.ndarray, features=None, k: int = 10
+) -> dict:
+    """How the clusters and the memory relate to the cameras.
+
+    ``multi_camera_clusters``: share of clusters whose samples come from 2+ cameras;
+    ``cameras_per_cluster``: mean number of distinct cameras per cluster; with ``features``,
+    ``own_camera_share``: share of the ``k`` nearest memory neighbours from the row's own camera,
+    and ``own_camera_chance``, the same share for random neighbours.
+    """
+    labels = np.asarray(cluster_labels)
+    cams = np.asarray(cameras)
+    clustered = labels >= 0
+    stats: dict = {}
+    if clustered.any():
+        pairs = np.unique(np.stack([labels[clustered], cams[clustered]], axis=1), axis=0)
+        per_cluster = np.bincount(pairs[:, 0])
+        per_cluster = per_cluster[per_cluster > 0]
+        stats["multi_camera_clusters"] = float((per_cluster >= 2).mean())
+        stats["cameras_per_cluster"] = float(per_cluster.mean())
+    else:
+        stats["multi_camera_clusters"] = 0.0
+        stats["cameras_per_cluster"] = 0.0
+    if features is not None:
+        from cacl.clustering.camera import own_camera_share
+
+        share, chance = own_camera_share(features, cams, k)
+        stats["own_camera_share"] = share
+        stats["own_camera_chance"] = chance
+    return stats

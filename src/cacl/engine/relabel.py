@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from cacl.config import ClusterConfig
-from cacl.engine.labels import cluster_stats, identity_classes, training_classes
+from cacl.engine.labels import camera_stats, cluster_stats, identity_classes, training_classes
 from cacl.engine.step import TrainingError
 
 log = logging.getLogger(__name__)
@@ -21,9 +21,11 @@ def compute_classes(
     cfg: ClusterConfig,
     true_pids: np.ndarray | None,
     supervised: bool = False,
+    cameras: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Training classes (N,) and the cluster statistics logged each epoch.
 
+    ``cameras`` (one id per row) feed the camera-aware options and the camera statistics.
     Warns when no cluster forms (training goes on with singleton classes, or stops with
     :class:`TrainingError` when ``cfg.on_no_cluster`` is ``stop``) and when one cluster holds
     more than half of the samples.
@@ -31,7 +33,10 @@ def compute_classes(
     if supervised:
         assert true_pids is not None
         classes = identity_classes(true_pids)
-        return classes, cluster_stats(classes, true_pids)
+        stats = cluster_stats(classes, true_pids)
+        if cameras is not None:
+            stats.update(camera_stats(classes, cameras, features))
+        return classes, stats
     from cacl.clustering import pseudo_labels_with_stats
 
     labels, raw = pseudo_labels_with_stats(
@@ -43,9 +48,18 @@ def compute_classes(
         min_samples=cfg.min_samples,
         refine=cfg.refine,
         ratio=cfg.ratio,
+        cameras=cameras,
+        distance=cfg.distance,
+        camera_norm=cfg.camera_norm,
+        k1_intra=cfg.k1_intra,
+        k1_inter=cfg.k1_inter,
+        k2_intra=cfg.k2_intra,
+        k2_inter=cfg.k2_inter,
         backend=cfg.knn,
     )
     stats = cluster_stats(labels, true_pids)
+    if cameras is not None:
+        stats.update(camera_stats(labels, cameras, features))
     stats["clusters_before_refine"] = raw.n_clusters_raw
     stats["outliers_before_refine"] = raw.n_outliers_raw
     stats["seconds"] = {k: round(v, 2) for k, v in raw.seconds.items()}

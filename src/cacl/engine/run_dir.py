@@ -47,6 +47,19 @@ def write_json_atomic(data: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+#: Cluster statistics of an epoch's record that become TensorBoard scalars (when present).
+CLUSTER_SCALARS = (
+    "clusters",
+    "outliers",
+    "nmi",
+    "ari",
+    "multi_camera_clusters",
+    "cameras_per_cluster",
+    "own_camera_share",
+    "own_camera_chance",
+)
+
+
 class Scalars:
     """TensorBoard scalars when the ``tensorboard`` package is installed; a no-op otherwise."""
 
@@ -72,7 +85,7 @@ class Scalars:
         step = record["epoch"]
         for key, value in record["loss"].items():
             self.add(f"loss/{key}", value, step)
-        for key in ("clusters", "outliers", "nmi", "ari"):
+        for key in CLUSTER_SCALARS:
             if key in record["cluster"]:
                 self.add(f"cluster/{key}", record["cluster"][key], step)
         for key, value in record.get("eval", {}).items():

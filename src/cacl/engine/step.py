@@ -19,7 +19,12 @@ from cacl import distributed
 from cacl.config import LossConfig
 from cacl.engine.amp import Precision
 from cacl.errors import CaclError
-from cacl.losses import instance_loss, inter_view_cluster_loss, intra_view_cluster_loss
+from cacl.losses import (
+    camera_proxy_loss,
+    instance_loss,
+    inter_view_cluster_loss,
+    intra_view_cluster_loss,
+)
 from cacl.memory import InstanceMemory
 
 
@@ -35,9 +40,10 @@ class StepLosses:
     L_C_inter: float
     L_C_intra: float
     total: float
+    L_cam: float | None = None  # the camera term, when it is on
 
     def as_dict(self) -> dict[str, float]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 def compute_losses(
@@ -46,9 +52,14 @@ def compute_losses(
     memory: InstanceMemory,
     memory_tilde: InstanceMemory | None,
     cfg: LossConfig,
+    index: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The CACL loss terms from the network outputs. Without a gray branch only ``L_C_intra`` of
-    the colour view remains (the one-branch cluster-memory baseline)."""
+    the colour view remains (the one-branch cluster-memory baseline).
+
+    With ``cfg.camera_weight > 0`` the inter-camera proxy term ``L_cam`` is added, on branch 1
+    (and on branch 2 with ``cfg.camera_branches == "both"``); it needs the batch's memory
+    ``index`` and memories that keep camera proxies (:meth:`InstanceMemory.set_cameras`)."""
     assert memory.centroids is not None
     intra = intra_view_cluster_loss(out["x"], memory.centroids, targets, cfg.temperature, cfg.gamma)
     zero = intra.new_zeros(())
@@ -60,12 +71,44 @@ def compute_losses(
         )
         terms["L_I"] = instance_loss(out["z"], out["x_tilde"])
         terms["L_C_inter"] = inter_view_cluster_loss(out["z"], memory_tilde.centroids, targets)
-    terms["total"] = (
+    total = (
         cfg.instance_weight * terms["L_I"]
         + cfg.inter_weight * terms["L_C_inter"]
         + cfg.intra_weight * terms["L_C_intra"]
     )
+    if cfg.camera_weight > 0:
+        if index is None:
+            raise ValueError("the camera term needs the batch's memory index")
+        terms["L_cam"] = _camera_term(out["x"], memory, targets, index, cfg)
+        if cfg.camera_branches == "both" and "x_tilde" in out and memory_tilde is not None:
+            terms["L_cam"] = terms["L_cam"] + _camera_term(
+                out["x_tilde"], memory_tilde, targets, index, cfg
+            )
+        total = total + cfg.camera_weight * terms["L_cam"]
+    terms["total"] = total
     return terms
+
+
+def _camera_term(
+    x: torch.Tensor,
+    memory: InstanceMemory,
+    targets: torch.Tensor,
+    index: torch.Tensor,
+    cfg: LossConfig,
+) -> torch.Tensor:
+    if memory.proxies is None or memory.cameras is None:
+        raise ValueError("loss.camera_weight > 0 needs a memory with cameras (set_cameras)")
+    assert memory.proxy_class is not None and memory.proxy_camera is not None
+    return camera_proxy_loss(
+        x,
+        memory.proxies,
+        memory.proxy_class,
+        memory.proxy_camera,
+        targets,
+        memory.cameras[index],
+        cfg.camera_temperature,
+        cfg.camera_negatives,
+    )
 
 
 def train_step(
@@ -95,7 +138,7 @@ def train_step(
     with precision.autocast():
         out = model(colour, gray)
     out = {k: v.float() for k, v in out.items()}
-    terms = compute_losses(out, targets, memory, memory_tilde, cfg)
+    terms = compute_losses(out, targets, memory, memory_tilde, cfg, index)
     values = _global_values(terms)
     bad = [k for k, v in values.items() if not math.isfinite(v) or abs(v) > explode_loss]
     if bad:

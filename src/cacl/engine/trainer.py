@@ -160,6 +160,7 @@ class Trainer:
             self.memory_tilde = InstanceMemory(torch.zeros(1, 1), self.cfg.train.momentum)
             self.memory_tilde.load_state_dict(state["memory_tilde"])
             self.memory_tilde.to(self.device)
+        self._give_cameras()
         self.classes = state["classes"].numpy() if state.get("classes") is not None else None
         self.epoch, self.history = int(state["epoch"]), list(state["history"])
         self.best, self.initial = dict(state["best"]), state.get("initial")
@@ -218,7 +219,15 @@ class Trainer:
         self.memory = InstanceMemory(self._extract(1), momentum).to(self.device)
         if self.model.branch2 is not None:
             self.memory_tilde = InstanceMemory(self._extract(2), momentum).to(self.device)
+        self._give_cameras()
         log.info("memory banks initialised in %.1f s", time.time() - t0)
+
+    def _give_cameras(self) -> None:
+        """The memories keep camera proxies when the camera term of the loss is on."""
+        if self.cfg.loss.camera_weight > 0:
+            for memory in (self.memory, self.memory_tilde):
+                if memory is not None:
+                    memory.set_cameras(torch.from_numpy(self.camids))
 
     def relabel(self) -> dict[str, Any]:
         """Pseudo labels from the colour memory (or true identities when supervised), computed
@@ -226,7 +235,11 @@ class Trainer:
         assert self.memory is not None
         self.classes, stats = distributed.on_main(
             lambda: compute_classes(
-                self.memory.features, self.cfg.cluster, self.true_pids, self.cfg.train.supervised
+                self.memory.features,
+                self.cfg.cluster,
+                self.true_pids,
+                self.cfg.train.supervised,
+                cameras=self.camids,
             )
         )
         for memory in (self.memory, self.memory_tilde):

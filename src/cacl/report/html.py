@@ -31,7 +31,7 @@ from cacl.report.visrank import Ranking, choose_queries, render_rows, top_matche
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.html"
-LOSS_KEYS = ("L_I", "L_C_inter", "L_C_intra", "total")
+LOSS_KEYS = ("L_I", "L_C_inter", "L_C_intra", "L_cam", "total")
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -228,6 +228,9 @@ def render_page(
         body.append(_figure(nmi, "NMI and ARI per epoch"))
     elif history:
         body.append("<p>NMI / ARI: unknown (the training images carry no identities).</p>")
+    cams = plots.camera_per_epoch(history)
+    if cams is not None:
+        body.append(_figure(cams, "camera statistics per epoch"))
 
     body.append("<h2>CMC curve of the best model</h2>")
     if ranking is not None:
@@ -299,6 +302,9 @@ def _epoch_table(history: Sequence[dict[str, Any]], initial: dict[str, Any] | No
         ("size_max", "largest"),
         ("nmi", "NMI"),
         ("ari", "ARI"),
+        ("multi_camera_clusters", "2+ camera clusters"),
+        ("cameras_per_cluster", "cameras / cluster"),
+        ("own_camera_share", "own-camera 10-NN"),
     ]
     loss_keys = [k for k in LOSS_KEYS if any(k in (h.get("loss") or {}) for h in history)]
     eval_keys = [("mAP", "mAP"), ("rank1", "rank-1"), ("rank5", "rank-5")]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-LOSS_ORDER = ("L_I", "L_C_inter", "L_C_intra", "total")
+LOSS_ORDER = ("L_I", "L_C_inter", "L_C_intra", "L_cam", "total")
 DPI = 100
 
 
@@ -139,6 +139,29 @@ def nmi_ari_per_epoch(history: Sequence[dict[str, Any]]) -> bytes | None:
     ax.set_title("Pseudo labels against the true identities")
     _epoch_axis(ax, epochs)
     ax.legend(loc="lower right")
+    return _png(fig)
+
+
+def camera_per_epoch(history: Sequence[dict[str, Any]]) -> bytes | None:
+    """How camera-bound the pseudo labels and the memory are, epoch by epoch."""
+    records = [h for h in history if "multi_camera_clusters" in (h.get("cluster") or {})]
+    if not records:
+        return None
+    epochs = [h["epoch"] for h in records]
+    fig = Figure(figsize=(6.4, 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    series = (
+        ("multi_camera_clusters", "o-", "clusters spanning 2+ cameras"),
+        ("own_camera_share", "s-", "own-camera share of the memory's 10-NN"),
+        ("own_camera_chance", "--", "own-camera share by chance"),
+    )
+    for key, style, label in series:
+        if all(key in h["cluster"] for h in records):
+            ax.plot(epochs, [h["cluster"][key] for h in records], style, label=label)
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Pseudo labels and memory against the cameras")
+    _epoch_axis(ax, epochs)
+    ax.legend(loc="best", fontsize="small")
     return _png(fig)
 
 
