@@ -27,7 +27,13 @@ RESULTS = Path(__file__).parent / "results" / "camera_ablation.jsonl"
 
 #: The rows of the table: overrides on top of the config (``paper``: the config's clustering with
 #: the camera-aware options off, whatever the config ships).
-PAPER = ["cluster.camera_norm=none", "cluster.distance=jaccard", "loss.camera_weight=0"]
+PAPER = [
+    "cluster.camera_norm=none",
+    "cluster.distance=jaccard",
+    "loss.camera_weight=0",
+    "cluster.source=memory",
+]
+EXTRACT = "cluster.source=extract"
 CAMERA = "loss.camera_weight=0.5"
 METHODS: dict[str, list[str]] = {
     "paper": PAPER,
@@ -42,6 +48,8 @@ METHODS: dict[str, list[str]] = {
         "cluster.distance=ca_jaccard",
         CAMERA,
     ],
+    "center+extract": [*PAPER, "cluster.camera_norm=center", EXTRACT],
+    "center+camera+extract": [*PAPER, "cluster.camera_norm=center", CAMERA, EXTRACT],
     "one-branch center": [*PAPER, "cluster.camera_norm=center", "model.gray_branch=false"],
     "one-branch ca_jaccard": [*PAPER, "cluster.distance=ca_jaccard", "model.gray_branch=false"],
     "shipped": [],

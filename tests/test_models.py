@@ -133,3 +133,44 @@ def test_channels_last_gives_the_same_outputs_and_gradients(backbone, dtype):
     plain.eval(), fast.eval()
     with torch.no_grad():
         torch.testing.assert_close(fast(colour), plain(colour), **tol)
+
+
+def test_lite0_input_convention_matches_its_stem_statistics():
+    """The stem BatchNorm's running mean is E[conv(x)] = conv(E[x]) over the data it was trained
+    on: the declared convention must predict it (ImageNet's mean / std would predict zeros)."""
+    from cacl.data.transforms import IMAGENET_MEAN
+    from cacl.models.backbone import input_normalization, lite0_weights_path
+
+    state = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
+    kernel_sums = state["_conv_stem.weight"].sum(dim=(2, 3))  # (32, 3)
+    running_mean = state["_bn0.running_mean"]
+    mean, std = input_normalization("efficientnet_lite0")
+    expected_input = (torch.tensor(IMAGENET_MEAN) - torch.tensor(mean)) / torch.tensor(std)
+    predicted = kernel_sums @ expected_input
+    corr = torch.corrcoef(torch.stack([predicted, running_mean]))[0, 1]
+    assert corr > 0.95
+    assert (predicted - running_mean).abs().mean() < 0.6 * running_mean.abs().mean()
+    assert input_normalization("resnet50") == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def test_input_adapter_maps_imagenet_input_to_the_backbone_convention():
+    from cacl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from cacl.models.backbone import build_backbone
+
+    trunk = build_backbone("efficientnet_lite0", "none", input_norm="auto")
+    raw = torch.rand(2, 3, 8, 4)
+    imagenet = (raw - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(
+        IMAGENET_STD
+    ).view(1, 3, 1, 1)
+    torch.testing.assert_close(trunk.input_adapter(imagenet), (raw - 0.5) / 0.5)
+    assert not any("input_adapter" in k for k in trunk.state_dict())  # nothing new to save
+    assert build_backbone("efficientnet_lite0", "none", input_norm="imagenet").input_adapter is None
+
+
+def test_configs_saved_before_input_norm_load_as_imagenet():
+    from cacl.config import Config, config_from_dict
+
+    saved = Config().to_dict()
+    del saved["model"]["input_norm"]
+    assert config_from_dict(saved).model.input_norm == "imagenet"
+    assert config_from_dict(Config().to_dict()).model.input_norm == "auto"

@@ -37,7 +37,8 @@ class DataConfig:
     pad: int = 10  # pad-and-crop margin of the training views, pixels (METHOD.md: 10 at 256x128)
     workers: int = 4
     verify: str = "header"
-    camera: str = "auto"  # folder reader: where camera ids come from
+    camera: str = "auto"  # folder reader: where camera ids come from (auto|regex|subfolder|none)
+    cam_regex: str | None = None  # folder reader: file-name regex, group 1 = camera (None: default)
     # Random views from the loader's random streams ("loader"), or from a seed per item of the
     # global batch ("sample": the same views whatever the number of processes or workers).
     view_rng: str = "loader"
@@ -54,6 +55,10 @@ class ModelConfig:
     # (not in the authors' code; see README). False: the new neck starts at mean 0 / variance 1.
     calibrate_neck: bool = False
     sync_bn: bool = False  # multi-process: BatchNorm statistics over the global batch
+    # auto: a backbone whose pretrained weights expect another input convention than ImageNet's
+    # mean / std converts inside the network (EfficientNet-Lite0: (x - 0.5) / 0.5); imagenet: no
+    # conversion (runs saved before this option existed load as imagenet).
+    input_norm: str = "auto"
 
 
 @dataclass
@@ -69,6 +74,10 @@ class ClusterConfig:
     knn: str = "auto"  # auto | faiss | torch
     on_no_cluster: str = "continue"  # continue | stop
     # Camera-aware options (METHOD.md, "Beyond the paper"); the defaults are the paper's pipeline.
+    # memory: cluster the branch-1 memory (the paper); extract: cluster fresh eval-mode branch-1
+    # features of every training image (test transform), as Cluster Contrast does, at the cost
+    # of one extraction per epoch. The memory and the losses are the same either way.
+    source: str = "memory"
     camera_norm: str = "none"  # none | center: cluster each memory row minus its camera's mean
     distance: str = "jaccard"  # jaccard | ca_jaccard (camera-aware Jaccard, CVPR 2024)
     k1_intra: int = 5  # CA-Jaccard: k-reciprocal neighbours on the intra-camera lists
@@ -258,8 +267,21 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return cfg
 
 
+def _check_choice(key: str, value: str, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks with messages that say what to change."""
+    from cacl.data.images import VERIFY_MODES
+    from cacl.data.readers import dataset_names
+    from cacl.data.readers.folder import CAMERA_MODES
+
+    _check_choice("data.name", cfg.data.name.lower(), [*dataset_names(), "synthetic", "synth"])
+    _check_choice("data.verify", cfg.data.verify, VERIFY_MODES)
+    _check_choice("data.camera", cfg.data.camera, CAMERA_MODES)
+    _check_choice("cluster.knn", cfg.cluster.knn, ("auto", "faiss", "torch"))
     t = cfg.train
     if t.batch_size % t.num_instances:
         raise ConfigError(
@@ -274,6 +296,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError("cluster.outliers must be singleton or drop")
     if cfg.cluster.on_no_cluster not in ("continue", "stop"):
         raise ConfigError("cluster.on_no_cluster must be continue or stop")
+    if cfg.model.input_norm not in ("auto", "imagenet"):
+        raise ConfigError(
+            f"model.input_norm must be auto or imagenet, got {cfg.model.input_norm!r}"
+        )
     if cfg.loss.camera_branches not in ("colour", "both"):
         raise ConfigError(
             f"loss.camera_branches must be colour or both, got {cfg.loss.camera_branches!r}"
@@ -282,6 +308,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("loss.camera_weight must be >= 0 and loss.camera_temperature > 0")
     if cfg.loss.camera_negatives < 1:
         raise ConfigError("loss.camera_negatives must be at least 1")
+    if cfg.cluster.source not in ("memory", "extract"):
+        raise ConfigError(f"cluster.source must be memory or extract, got {cfg.cluster.source!r}")
     if cfg.cluster.camera_norm not in ("none", "center"):
         raise ConfigError(
             f"cluster.camera_norm must be none or center, got {cfg.cluster.camera_norm!r}"
@@ -312,7 +340,13 @@ def save_config(cfg: Config, path: str | os.PathLike) -> None:
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a config saved with :func:`save_config` (e.g. from a checkpoint)."""
+    """Rebuild a config saved with :func:`save_config` (e.g. from a checkpoint).
+
+    A config saved before ``model.input_norm`` existed gets ``imagenet``: how it was trained.
+    """
+    model = data.get("model") if isinstance(data, dict) else None
+    if isinstance(model, dict) and "input_norm" not in model:
+        data = {**data, "model": {**model, "input_norm": "imagenet"}}
     cfg = apply_dict(Config(), data)
     validate(cfg)
     return cfg

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+import traceback
 
 from cacl import __version__
 from cacl.errors import CaclError
@@ -67,8 +69,26 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     setup_logging(args.verbose)
+    debug = os.environ.get("CACL_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"cacl: {str(exc) or 'interrupted'}", file=sys.stderr)
+        return 130
     except (CaclError, FileNotFoundError) as exc:
+        if debug:
+            traceback.print_exc()
         print(f"cacl: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # anything else: one line too, the traceback on request
+        if debug:
+            traceback.print_exc()
+        text = str(exc).strip().splitlines()
+        print(
+            f"cacl: error: {type(exc).__name__}: {text[0] if text else ''} "
+            "(set CACL_DEBUG=1 to see the traceback)",
+            file=sys.stderr,
+        )
         return 1

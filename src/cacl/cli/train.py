@@ -6,6 +6,10 @@ import argparse
 import json
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training, with the one line to print."""
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "train",
@@ -32,7 +36,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from cacl.cli import CommandError
     from cacl.config import load_config
-    from cacl.engine.run_dir import new_run_dir
+    from cacl.engine.run_dir import check_new_output, new_run_dir
     from cacl.engine.trainer import Trainer
 
     if args.resume:
@@ -40,13 +44,23 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError("--resume continues a run with its own config and folder")
         trainer = Trainer.resume(args.resume, args.overrides, progress=not args.no_progress)
     else:
+        if args.output:
+            check_new_output(args.output)
         config = args.config or "synthetic"
         cfg = load_config(config, args.overrides)
         name = str(config).rsplit("/", 1)[-1].removesuffix(".yaml")
         trainer = Trainer(
             cfg, args.output or new_run_dir("runs", name), progress=not args.no_progress
         )
-    results = trainer.fit()
+    try:
+        results = trainer.fit()
+    except KeyboardInterrupt:
+        done = trainer.epoch
+        raise Interrupted(
+            f"interrupted in epoch {done + 1} of {trainer.output}; last finished epoch: "
+            f"{done if done else 'none'}"
+            + (f"; continue with `cacl train --resume {trainer.output}`" if done else "")
+        ) from None
     if not trainer.is_main:  # under torchrun, rank 0 reports for every process
         return 0
     summary = {

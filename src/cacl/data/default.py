@@ -57,5 +57,9 @@ def resolve_dataset(
         raise DatasetError(
             f"data.root is not set: give the folder of {cfg.name}, e.g. data.root=/data/{cfg.name}"
         )
-    options = {"camera": cfg.camera} if cfg.name == "folder" else {}
+    options: dict = {}
+    if cfg.name == "folder":
+        options["camera"] = cfg.camera
+        if cfg.cam_regex:
+            options["cam_regex"] = cfg.cam_regex
     return load_dataset(cfg.name, cfg.root, verify=cfg.verify, **options)

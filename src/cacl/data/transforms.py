@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from torchvision import transforms as T
 
+# Every image is normalised with ImageNet's statistics; a backbone trained with another input
+# convention converts inside the network (cacl.models.backbone.InputAdapter).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from cacl.errors import CaclError
+from cacl.files import chmod_like_new_file
 
 BEST, LAST = "best.pt", "last.pt"
 
@@ -35,6 +36,7 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        chmod_like_new_file(tmp)
         with os.fdopen(fd, "wb") as handle:
             torch.save(obj, handle)
             handle.flush()

@@ -28,7 +28,7 @@ def load_network(
         raise CheckpointError(f"{state['_path']} holds no cacl model")
     cfg = config_from_dict(state["config"])
     m = cfg.model
-    net = CACLNet(m.backbone, "none", m.last_stride, m.gray_branch, m.predictor)
+    net = CACLNet(m.backbone, "none", m.last_stride, m.gray_branch, m.predictor, m.input_norm)
     try:
         net.load_state_dict(state["model"])
     except RuntimeError as exc:

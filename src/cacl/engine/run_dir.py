@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -25,6 +26,24 @@ def new_run_dir(base: str | os.PathLike = "runs", name: str = "run") -> Path:
     return path
 
 
+def check_new_output(path: str | os.PathLike) -> Path:
+    """``path`` as a folder for a new run: missing or empty, else a :class:`CaclError` that says
+    what to do instead (nothing is created or written here)."""
+    from cacl.errors import CaclError
+
+    path = Path(path)
+    for parent in [path, *path.parents]:
+        if parent.exists() and not parent.is_dir():
+            what = "is a file" if parent == path else f"is under the file {parent}"
+            raise CaclError(f"--output {path} {what}; give a folder")
+    if path.is_dir() and any(path.iterdir()):
+        raise CaclError(
+            f"--output {path} already holds files; continue that run with "
+            f"`cacl train --resume {path}`, or give a new folder"
+        )
+    return path
+
+
 def attach_log_file(run_dir: Path) -> logging.Handler:
     """Copy every log record of the ``cacl`` loggers into ``run_dir/train.log``."""
     handler = logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8")
@@ -38,10 +57,22 @@ def attach_log_file(run_dir: Path) -> logging.Handler:
     return handler
 
 
+def json_safe(data: Any) -> Any:
+    """``data`` with every NaN or infinite float replaced by ``None`` (strict JSON has neither)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: json_safe(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_safe(v) for v in data]
+    return data
+
+
 def write_json_atomic(data: Any, path: Path) -> None:
+    """Strict JSON (NaN and infinities written as ``null``), fsynced, renamed into place."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
+        json.dump(json_safe(data), handle, indent=2, allow_nan=False)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)

@@ -43,7 +43,11 @@ class StepLosses:
     L_cam: float | None = None  # the camera term, when it is on
 
     def as_dict(self) -> dict[str, float]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        out = {"L_I": self.L_I, "L_C_inter": self.L_C_inter, "L_C_intra": self.L_C_intra}
+        if self.L_cam is not None:
+            out["L_cam"] = self.L_cam
+        out["total"] = self.total
+        return out
 
 
 def compute_losses(

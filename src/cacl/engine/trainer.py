@@ -96,7 +96,9 @@ class Trainer:
             raise CaclError("train.supervised=true needs identities in the training file names")
 
         m = cfg.model
-        self.model = CACLNet(m.backbone, m.pretrained, m.last_stride, m.gray_branch, m.predictor)
+        self.model = CACLNet(
+            m.backbone, m.pretrained, m.last_stride, m.gray_branch, m.predictor, m.input_norm
+        )
         self.model.to(self.device)
         if t.channels_last:
             use_channels_last(self.model)
@@ -191,7 +193,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ stages
 
-    def _extract(self, branch: int) -> torch.Tensor:
+    def _extract(self, branch: int, calibrate: bool = True) -> torch.Tensor:
         d, net = self.cfg.data, self.model.branch1 if branch == 1 else self.model.branch2
         net.eval()
         feats = extract_features(
@@ -205,7 +207,7 @@ class Trainer:
             progress=self.progress,
             shard=True,
         )
-        if self.cfg.model.calibrate_neck:
+        if calibrate and self.cfg.model.calibrate_neck:
             net.calibrate_neck(feats)
         with torch.no_grad():
             feats = torch.cat([net.head(c.to(self.device)).cpu() for c in feats.split(4096)])
@@ -233,9 +235,16 @@ class Trainer:
         """Pseudo labels from the colour memory (or true identities when supervised), computed
         on rank 0 and broadcast to every rank."""
         assert self.memory is not None
+        features = self.memory.features
+        if self.cfg.cluster.source == "extract" and self.epoch > 0:
+            # Clean eval-mode features of the colour branch (every rank extracts its share);
+            # at epoch 0 the memory is exactly that extraction.
+            t0 = time.time()
+            features = self._extract(1, calibrate=False)
+            log.info("clustering features re-extracted in %.1f s", time.time() - t0)
         self.classes, stats = distributed.on_main(
             lambda: compute_classes(
-                self.memory.features,
+                features,
                 self.cfg.cluster,
                 self.true_pids,
                 self.cfg.train.supervised,

@@ -37,6 +37,7 @@ from torch import nn
 from cacl import __version__
 from cacl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cacl.errors import CaclError
+from cacl.files import chmod_like_new_file
 
 INPUT_NAME, OUTPUT_NAME = "images", "features"
 OPSET = 17
@@ -138,6 +139,7 @@ def export_onnx(
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
+    chmod_like_new_file(tmp)
     try:
         _torch_export(model, sample, tmp, opset)
         proto = onnx.load(tmp)

@@ -34,6 +34,7 @@ import torch
 
 from cacl import __version__
 from cacl.errors import CaclError
+from cacl.files import chmod_like_new_dir
 
 FORMAT = "cacl-index-v1"
 MANIFEST, NAMES, FEATURES, FAISS_FILE = "manifest.json", "names.json", "features.npy", "index.faiss"
@@ -259,6 +260,7 @@ class GalleryIndex:
                 raise GalleryIndexError(f"{folder} already holds an index; use --overwrite")
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+        chmod_like_new_dir(tmp)
         try:
             if self.kind == "flat":
                 np.save(tmp / FEATURES, self._features)

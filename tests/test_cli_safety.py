@@ -1,0 +1,136 @@
+"""Run folders are never reused by accident, errors are one line, files get normal modes."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+import torch
+
+from cacl.cli import main
+from cacl.config import ConfigError, load_config
+from cacl.engine.checkpoint import atomic_save
+from cacl.engine.run_dir import check_new_output, write_json_atomic
+
+
+def test_train_refuses_an_output_folder_that_holds_files(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"keep me")
+    assert main(["train", "--config", "smoke", "--output", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert "--resume" in err and err.count("\n") == 1
+    assert (run / "best.pt").read_bytes() == b"keep me"
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt"]  # nothing written
+
+
+def test_output_must_be_a_folder(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(Exception, match="is a file"):
+        check_new_output(afile)
+    with pytest.raises(Exception, match="is under the file"):
+        check_new_output(afile / "run")
+    assert check_new_output(tmp_path / "new") == tmp_path / "new"  # missing: fine
+    (tmp_path / "empty").mkdir()
+    assert check_new_output(tmp_path / "empty") == tmp_path / "empty"
+
+
+def test_results_json_is_strict_json(tmp_path):
+    path = tmp_path / "results.json"
+    write_json_atomic({"mAP": float("nan"), "history": [{"x": float("inf")}, 1.5]}, path)
+
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    data = json.loads(path.read_text(), parse_constant=refuse)
+    assert data == {"mAP": None, "history": [{"x": None}, 1.5]}
+
+
+def test_checkpoints_get_the_mode_of_a_normal_file(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_save({"a": torch.zeros(1)}, tmp_path / "last.pt")
+        (tmp_path / "plain").write_text("x")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "last.pt").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain").stat().st_mode) == 0o644
+
+
+def _command_raising(monkeypatch, exc):
+    import cacl.cli.eps as eps
+
+    def boom(args):
+        raise exc
+
+    monkeypatch.setattr(eps, "run", boom)
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(monkeypatch, capsys):
+    _command_raising(monkeypatch, KeyboardInterrupt())
+    assert main(["eps", "somewhere"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "cacl: interrupted"
+
+
+def test_unexpected_errors_are_one_line_unless_debugging(monkeypatch, capsys):
+    _command_raising(monkeypatch, ValueError("batch size must be positive\nmore text"))
+    monkeypatch.delenv("CACL_DEBUG", raising=False)
+    assert main(["eps", "somewhere"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ValueError: batch size must be positive" in err
+    assert "Traceback" not in err
+    monkeypatch.setenv("CACL_DEBUG", "1")
+    assert main(["eps", "somewhere"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "override,valid",
+    [
+        ("data.camera=bogus", "auto, regex, subfolder, none"),
+        ("data.name=nosuch", "market1501"),
+        ("data.verify=sometimes", "none, header, full"),
+        ("cluster.knn=annoy", "auto, faiss, torch"),
+    ],
+)
+def test_enumerated_config_values_fail_when_read(override, valid):
+    with pytest.raises(ConfigError, match=valid):
+        load_config("smoke", [override])
+
+
+def test_folder_cam_regex_reaches_the_reader(tmp_path):
+    from PIL import Image
+
+    from cacl.data.default import resolve_dataset
+
+    for i, cam in enumerate([3, 3, 7, 7]):
+        Image.new("RGB", (8, 16), (i * 40, 0, 0)).save(tmp_path / f"img{i}_view{cam}.jpg")
+    cfg = load_config(
+        "smoke",
+        ["data.name=folder", f"data.root={tmp_path}", "data.camera=regex", r"data.cam_regex=view(\d+)"],
+    )
+    data = resolve_dataset(cfg.data)
+    assert sorted({s.camid for s in data.train}) == [0, 1]
+
+
+def test_ctrl_c_during_training_says_how_to_resume(monkeypatch, tmp_path, capsys):
+    from cacl.engine.trainer import Trainer
+
+    monkeypatch.setenv("CACL_CACHE", str(tmp_path / "cache"))
+
+    def interrupted_fit(self):
+        self.epoch = 3  # as after three finished epochs
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "fit", interrupted_fit)
+    out = tmp_path / "run"
+    assert main(["train", "--config", "smoke", "--output", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    ours = [line for line in err.splitlines() if line.startswith("cacl:")]  # the rest is the log
+    assert len(ours) == 1 and "last finished epoch: 3" in ours[0]
+    assert f"cacl train --resume {out}" in ours[0]
