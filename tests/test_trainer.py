@@ -178,8 +178,9 @@ def test_eps_command_reports_each_eps_with_nmi(full_run, capsys):
     assert main(["eps", str(out), "--eps", "0.3", "0.6", "0.9"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert "NMI" in lines[1]
-    rows = [line.split() for line in lines[2:]]
+    rows = [line.split() for line in lines[2:-1]]
     assert [r[0] for r in rows] == ["0.300", "0.600", "0.900"]
+    assert "own-camera share" in lines[-1]
     # the 0.6 row is what the training pipeline itself gives on the saved memory
     from cacl.clustering import pseudo_labels
 
@@ -188,6 +189,10 @@ def test_eps_command_reports_each_eps_with_nmi(full_run, capsys):
     labels = pseudo_labels(state["memory"]["features"], eps=0.6, k1=c["k1"], k2=c["k2"])
     assert int(rows[1][1]) == labels.max() + 1
     assert int(rows[1][2]) == int((labels < 0).sum())
+    # the camera-aware options on the same memory: CA-Jaccard rows, clusters spanning cameras
+    assert main(["eps", str(out), "--eps", "0.6", "--distance", "ca_jaccard"]) == 0
+    text = capsys.readouterr().out
+    assert "distance ca_jaccard" in text and "2+cam" in text
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
@@ -199,3 +204,43 @@ def test_channels_last_switch_sets_the_weight_layout(cache, tmp_path, channels_l
     layout = torch.channels_last if channels_last else torch.contiguous_format
     assert all(p.is_contiguous(memory_format=layout) for p in convs)
     assert all(p.is_contiguous() != channels_last for p in convs)
+
+
+def test_resume_refuses_a_new_architecture_before_writing_anything(full_run):
+    from cacl.errors import CaclError
+
+    out, _ = full_run
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(CaclError, match=r"model\.backbone \('resnet18' -> 'resnet50'\)"):
+        Trainer.resume(out, ["model.backbone=resnet50", "train.epochs=3"], progress=False)
+    with pytest.raises(CaclError, match="has finished its 2 epochs"):
+        Trainer.resume(out, [], progress=False)
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert after == before
+
+
+def test_an_early_failure_leaves_no_run_folder(cache, tmp_path):
+    out = tmp_path / "run"
+    missing = tmp_path / "no-such-folder"
+    code = main(
+        ["train", "--config", "smoke", "--output", str(out), "data.name=folder",
+         f"data.root={missing}"]
+    )
+    assert code == 1 and not out.exists()
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    for i in range(5):
+        Image.new("RGB", (16, 32), (40 * i, 0, 0)).save(tiny / f"{i:04d}_c{i % 2 + 1}s1_0001.jpg")
+    with pytest.raises(Exception, match="too few to train"):
+        train(out, "data.name=folder", f"data.root={tiny}")
+    assert not out.exists()
+
+
+def test_data_root_is_saved_absolute(cache, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from cacl.data.default import ensure_synthetic
+
+    ensure_synthetic("tiny", 0, tmp_path / "data")
+    train(tmp_path / "run", "data.root=data", epochs=1)
+    saved = load_config(tmp_path / "run" / "config.yaml")
+    assert saved.data.root == str((tmp_path / "data").resolve())

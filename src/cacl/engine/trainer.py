@@ -57,6 +57,41 @@ log = logging.getLogger(__name__)
 KEEP_DISTANCES = 25_000_000
 
 
+#: Settings a resumed run may not change: they define the network or the data it learnt from.
+FIXED_ON_RESUME = ("model.", "data.name", "data.root", "data.height", "data.width",
+                   "data.synth_preset", "data.synth_seed", "data.camera", "data.cam_regex")
+
+
+def check_resume_overrides(saved: Config, new: Config) -> None:
+    """Refuse overrides that change the architecture or the data; log the allowed ones."""
+    old_flat, new_flat = _flatten(saved.to_dict()), _flatten(new.to_dict())
+    changed = [k for k in new_flat if new_flat[k] != old_flat.get(k)]
+    fixed = [k for k in changed if k.startswith(FIXED_ON_RESUME)]
+    if fixed:
+        detail = ", ".join(f"{k} ({old_flat.get(k)!r} -> {new_flat[k]!r})" for k in fixed)
+        raise CaclError(
+            f"a resumed run keeps its network and data; cannot change {detail}. "
+            "Start a new run for that (cacl train --output NEW_FOLDER ...)"
+        )
+    for key in changed:
+        log.info("resume override: %s %r -> %r", key, old_flat.get(key), new_flat[key])
+
+
+def _flatten(tree: dict[str, Any]) -> dict[str, Any]:
+    return {f"{s}.{k}": v for s, values in tree.items() for k, v in values.items()}
+
+
+def check_enough_data(n_train: int, batch_size: int, min_samples: int) -> None:
+    """A clear error before training when the training split cannot give batches or clusters."""
+    need = max(batch_size, 4 * min_samples)
+    if n_train < need:
+        raise CaclError(
+            f"the training split holds {n_train} images: too few to train (at least {need}: one "
+            f"batch of train.batch_size={batch_size} and a few clusters of "
+            f"cluster.min_samples={min_samples})"
+        )
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -75,11 +110,9 @@ class Trainer:
         self.cfg, self.progress = cfg, progress and self.is_main
         self.output = Path(distributed.broadcast_object(str(output)))  # rank 0's folder
         self._log_handler: logging.Handler | None = None
-        if self.is_main:
-            self.output.mkdir(parents=True, exist_ok=True)
-            self._log_handler = rd.attach_log_file(self.output)
-            save_config(cfg, self.output / rd.CONFIG_FILE)
-        else:
+        if cfg.data.root:  # absolute, so that --resume and cacl report work from anywhere
+            cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
+        if not self.is_main:
             logging.getLogger("cacl").setLevel(logging.WARNING)  # rank 0 speaks for all
         if t.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -87,8 +120,8 @@ class Trainer:
         seed_everything(t.seed)
         with distributed.local_main_first():  # e.g. the synthetic set is generated once
             self.dataset = resolve_dataset(cfg.data)
-        log.info("\n%s", self.dataset.summary())
         train = self.dataset.train
+        check_enough_data(len(train), t.batch_size, cfg.cluster.min_samples)
         self.camids = np.array([s.camid for s in train])
         pids = np.array([s.pid for s in train])
         self.true_pids = pids if np.all(pids >= 0) else None
@@ -106,6 +139,13 @@ class Trainer:
         unused = not m.gray_branch and m.predictor
         self.train_model = prepare_model(self.model, self.device, m.sync_bn, find_unused=unused)
         self.precision = Precision(self.device, t.amp, t.amp_dtype)
+        # Data and model resolved: only now does the folder become a run (an early failure
+        # leaves nothing behind).
+        if self.is_main:
+            self.output.mkdir(parents=True, exist_ok=True)
+            self._log_handler = rd.attach_log_file(self.output)
+            save_config(cfg, self.output / rd.CONFIG_FILE)
+        log.info("\n%s", self.dataset.summary())
         if self.rank > 0:
             seed_everything(self._rank_seed(t.seed))  # other augmentations than rank 0's
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -184,8 +224,16 @@ class Trainer:
         state = load_checkpoint(run_dir, prefer=LAST)
         if state.get("format") != "cacl-train-v1" or "optimizer" not in state:
             raise CaclError(f"{state['_path']} is not a resumable training checkpoint")
+        saved = config_from_dict(state["config"])
         cfg = config_from_dict(state["config"])
         apply_overrides(cfg, list(overrides))
+        check_resume_overrides(saved, cfg)
+        if int(state["epoch"]) >= cfg.train.epochs:
+            raise CaclError(
+                f"{Path(state['_path']).parent} has finished its {cfg.train.epochs} epochs; "
+                f"to train on, give more: --resume {Path(state['_path']).parent} "
+                f"train.epochs={cfg.train.epochs + 10}"
+            )
         trainer = cls(cfg, Path(state["_path"]).parent, **kwargs)
         trainer.load_state_dict(state)
         log.info("resuming %s at epoch %d", trainer.output, trainer.epoch + 1)
