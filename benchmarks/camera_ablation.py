@@ -51,6 +51,12 @@ METHODS: dict[str, list[str]] = {
     "center+extract": [*PAPER, "cluster.camera_norm=center", EXTRACT],
     "center+camera+extract": [*PAPER, "cluster.camera_norm=center", CAMERA, EXTRACT],
     "one-branch center": [*PAPER, "cluster.camera_norm=center", "model.gray_branch=false"],
+    "one-branch center+camera": [
+        *PAPER,
+        "cluster.camera_norm=center",
+        CAMERA,
+        "model.gray_branch=false",
+    ],
     "one-branch ca_jaccard": [*PAPER, "cluster.distance=ca_jaccard", "model.gray_branch=false"],
     "shipped": [],
 }

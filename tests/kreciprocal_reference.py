@@ -1,7 +1,7 @@
 """Slow, obviously correct dense transcriptions used as references by the clustering tests.
 
-- :func:`dense_jaccard`: METHOD.md "Pseudo labels" step 1, loop by loop, on an N x N matrix;
-- :func:`dense_refine`: METHOD.md step 3 on a dense distance matrix, cluster by cluster;
+- :func:`dense_jaccard`: docs/method.md "Pseudo labels" step 1, loop by loop, on an N x N matrix;
+- :func:`dense_refine`: docs/method.md step 3 on a dense distance matrix, cluster by cluster;
 - :func:`dense_re_ranking`: torchreid's ``re_ranking`` (Zhong et al. 2017), on (q+g) x (q+g).
 """
 
@@ -36,7 +36,7 @@ def densify(dist) -> np.ndarray:
 
 
 def dense_jaccard(features: np.ndarray, k1: int = 30, k2: int = 6) -> np.ndarray:
-    """The k-reciprocal Jaccard distance, N x N, exactly as METHOD.md words it."""
+    """The k-reciprocal Jaccard distance, N x N, exactly as docs/method.md words it."""
     x = np.asarray(features, dtype=np.float64)
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
     n = len(x)
@@ -70,7 +70,7 @@ def dense_jaccard(features: np.ndarray, k1: int = 30, k2: int = 6) -> np.ndarray
 def dense_refine(
     dist: np.ndarray, labels: np.ndarray, tight: np.ndarray, ratio: float = 1.0
 ) -> np.ndarray:
-    """METHOD.md step 3 on a dense distance matrix, cluster by cluster, sub-cluster by sub-cluster."""
+    """docs/method.md step 3 on a dense distance matrix, cluster by cluster, sub-cluster by sub-cluster."""
     out = labels.copy()
     for c in np.unique(labels[labels >= 0]):
         members = np.flatnonzero(labels == c)
@@ -168,7 +168,7 @@ def dense_ca_jaccard(
     k2_intra: int = 3,
     k2_inter: int = 3,
 ) -> np.ndarray:
-    """CA-Jaccard (CKRNN + CLQE), N x N, as METHOD.md "Beyond the paper" words it."""
+    """CA-Jaccard (CKRNN + CLQE), N x N, as docs/method.md "Beyond the paper" words it."""
     x = np.asarray(features, dtype=np.float64)
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
     n = len(x)

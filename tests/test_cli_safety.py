@@ -134,3 +134,22 @@ def test_ctrl_c_during_training_says_how_to_resume(monkeypatch, tmp_path, capsys
     ours = [line for line in err.splitlines() if line.startswith("cacl:")]  # the rest is the log
     assert len(ours) == 1 and "last finished epoch: 3" in ours[0]
     assert f"cacl train --resume {out}" in ours[0]
+
+
+def test_argument_errors_are_one_line(tmp_path, capsys):
+    assert main(["eps", str(tmp_path), "--eps", "2", "0"]) == 1
+    assert "--eps values must lie in (0, 1)" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path), "--batch-size", "0"]) == 1
+    assert "--batch-size must be at least 1" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["eval", str(tmp_path), "--device", "cuda"]) == 1
+        assert "use --device cpu" in capsys.readouterr().err
+
+
+def test_a_damaged_checkpoint_says_so_without_unsafe_advice(tmp_path):
+    from cacl.engine.checkpoint import CheckpointError, load_checkpoint
+
+    (tmp_path / "best.pt").write_bytes(b"\x80\x02not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="damaged") as info:
+        load_checkpoint(tmp_path)
+    assert "weights_only" not in str(info.value)

@@ -1,4 +1,4 @@
-"""Sparse k-reciprocal Jaccard distance against the dense transcription of METHOD.md."""
+"""Sparse k-reciprocal Jaccard distance against the dense transcription of docs/method.md."""
 
 from __future__ import annotations
 

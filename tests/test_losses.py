@@ -1,4 +1,4 @@
-"""CACL losses against naive per-sample transcriptions of METHOD.md, and their gradient paths."""
+"""CACL losses against naive per-sample transcriptions of docs/method.md, and their gradient paths."""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ class DataConfig:
     synth_seed: int = 0
     height: int = 256
     width: int = 128
-    pad: int = 10  # pad-and-crop margin of the training views, pixels (METHOD.md: 10 at 256x128)
+    pad: int = 10  # pad-and-crop margin of the training views, pixels (docs/method.md: 10 at 256x128)
     workers: int = 4
     verify: str = "header"
     camera: str = "auto"  # folder reader: where camera ids come from (auto|regex|subfolder|none)
@@ -73,7 +73,7 @@ class ClusterConfig:
     outliers: str = "singleton"  # singleton | drop
     knn: str = "auto"  # auto | faiss | torch
     on_no_cluster: str = "continue"  # continue | stop
-    # Camera-aware options (METHOD.md, "Beyond the paper"); the defaults are the paper's pipeline.
+    # Camera-aware options (docs/method.md, "Beyond the paper"); the defaults are the paper's pipeline.
     # memory: cluster the branch-1 memory (the paper); extract: cluster fresh eval-mode branch-1
     # features of every training image (test transform), as Cluster Contrast does, at the cost
     # of one extraction per epoch. The memory and the losses are the same either way.
@@ -93,7 +93,7 @@ class LossConfig:
     instance_weight: float = 1.0
     inter_weight: float = 1.0
     intra_weight: float = 1.0
-    # Inter-camera proxy term beyond the paper (ICE / PPLR; METHOD.md): 0 = off (the paper's CACL)
+    # Inter-camera proxy term beyond the paper (ICE / PPLR; docs/method.md): 0 = off (the paper's CACL)
     camera_weight: float = 0.0
     camera_temperature: float = 0.07
     camera_negatives: int = 50  # hardest other-class proxies per sample

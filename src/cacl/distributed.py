@@ -73,7 +73,7 @@ def env_world_size() -> int:
         ) from None
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, option: str = "train.device") -> torch.device:
     """``auto`` is CUDA when available, else the CPU. Under torchrun (``WORLD_SIZE`` > 1) a CUDA
     device is ``cuda:LOCAL_RANK``: one GPU per process, whatever index ``name`` gives."""
     if name == "auto":
@@ -82,11 +82,12 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise CaclError(
-            f"train.device={name!r} is not a device (auto, cpu, cuda, cuda:N)"
+            f"{option}={name!r} is not a device (auto, cpu, cuda, cuda:N)"
         ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise CaclError(f"train.device={name} but CUDA is not available; use train.device=cpu")
+            use = f"{option} cpu" if option.startswith("--") else f"{option}=cpu"
+            raise CaclError(f"{option} {name}: CUDA is not available here; use {use}")
         if env_world_size() > 1:
             local_rank = int(os.environ.get("LOCAL_RANK", "0"))
             if local_rank >= torch.cuda.device_count():

@@ -1,4 +1,4 @@
-"""The three CACL losses as pure functions (METHOD.md, "Losses").
+"""The three CACL losses as pure functions (docs/method.md, "Losses").
 
 Symbols as in the paper, for a batch of B images with pseudo labels ``y``:
 
@@ -79,7 +79,7 @@ def camera_proxy_loss(
     temperature: float = 0.07,
     num_negatives: int = 50,
 ) -> torch.Tensor:
-    """Inter-camera proxy contrastive loss (ICE, ICCV 2021; METHOD.md, "Beyond the paper").
+    """Inter-camera proxy contrastive loss (ICE, ICCV 2021; docs/method.md, "Beyond the paper").
 
     For sample ``i`` of class ``y_i`` seen by camera ``c_i``: positives ``P_i`` are the proxies
     of ``y_i`` in the *other* cameras, negatives ``Q_i`` the ``num_negatives`` proxies of other

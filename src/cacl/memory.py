@@ -1,4 +1,4 @@
-"""Instance memory bank with class centroids kept up to date incrementally (METHOD.md, "Instance
+"""Instance memory bank with class centroids kept up to date incrementally (docs/method.md, "Instance
 memory banks").
 
 The bank holds one L2-normalised row ``v_i`` per training image. After each optimiser step the rows
@@ -7,7 +7,7 @@ explicitly and without gradient. Class centroids ``u_l = mean{v_k : y_k = l}`` a
 adding each row's change divided by its class size, so an update costs O(B * D) instead of the
 O(N * D) of recomputing every centroid.
 
-Given the camera of every row, the bank also keeps camera proxies (METHOD.md, "Beyond the paper"):
+Given the camera of every row, the bank also keeps camera proxies (docs/method.md, "Beyond the paper"):
 the mean row of each (class, camera) pair, recomputed with the labels and moved by the same
 incremental rule at every update, so within an epoch they always equal the means of the current
 rows.

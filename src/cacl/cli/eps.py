@@ -46,6 +46,11 @@ def run(args: argparse.Namespace) -> int:
     from cacl.engine.checkpoint import LAST, load_checkpoint
     from cacl.engine.labels import camera_stats, cluster_stats
 
+    bad = [e for e in args.eps if not 0 < e < 1]
+    if bad:
+        raise CommandError(
+            f"--eps values must lie in (0, 1) (Jaccard distances), got {', '.join(map(str, bad))}"
+        )
     state = load_checkpoint(args.run, prefer=LAST)
     if "memory" not in state:
         raise CommandError(f"{state['_path']} holds no memory bank (use a run's last.pt)")

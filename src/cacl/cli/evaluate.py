@@ -25,9 +25,9 @@ def register(subparsers) -> None:
         help="1: the colour branch (the model's output, default); 2: the gray branch on "
         "gray-scale images (a diagnostic of what the training-only branch learned)",
     )
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="auto", help="auto (CUDA if any), cpu, cuda, cuda:N")
+    parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
+    parser.add_argument("--workers", type=int, default=2, help="data-loading processes")
     parser.set_defaults(func=run)
 
 
@@ -35,11 +35,19 @@ def run(args: argparse.Namespace) -> int:
     from cacl.data.default import resolve_dataset
     from cacl.engine.evaluate import evaluate_network
     from cacl.engine.loading import load_network
-    from cacl.engine.trainer import resolve_device
+    from cacl.distributed import resolve_device
+    from cacl.errors import CaclError
 
-    device = resolve_device(args.device)
+    if args.batch_size < 1 or args.workers < 0:
+        raise CaclError("--batch-size must be at least 1 and --workers at least 0")
+    device = resolve_device(args.device, "--device")
     net, cfg, _ = load_network(args.checkpoint, device)
     dataset = resolve_dataset(cfg.data, args.data, args.root)
+    if not dataset.has_test_split:
+        raise CaclError(
+            f"{dataset.name} ({cfg.data.root}) has no query / gallery split to evaluate on; "
+            "give a labelled one with --data NAME --root FOLDER (e.g. --data market1501)"
+        )
     metrics = evaluate_network(
         net,
         dataset,

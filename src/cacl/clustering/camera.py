@@ -1,4 +1,4 @@
-"""Camera-aware pseudo labels (METHOD.md, "Beyond the paper"): centring, camera-aware neighbour
+"""Camera-aware pseudo labels (docs/method.md, "Beyond the paper"): centring, camera-aware neighbour
 lists and the CA-Jaccard encoding (Chen et al., CVPR 2024), sparse, O(N·k) memory.
 
 - :func:`camera_centered`: each row minus the mean row of its camera, re-normalised.

@@ -41,7 +41,7 @@ def jaccard_distance(
     max_distance: float | None = None,
     progress: bool = False,
 ) -> sp.csr_matrix:
-    """k-reciprocal Jaccard distance of the rows of ``features`` (METHOD.md, "Pseudo labels").
+    """k-reciprocal Jaccard distance of the rows of ``features`` (docs/method.md, "Pseudo labels").
 
     The features are L2-normalised first (the memory rows already are), so neighbours are ranked by
     Euclidean distance on the unit sphere and the encoding weights use ``d = 2 - 2<x_i, x_j>``.

@@ -1,4 +1,4 @@
-"""Pseudo labels of CACL: Jaccard distance, DBSCAN, cluster refinement (METHOD.md, step 1-3).
+"""Pseudo labels of CACL: Jaccard distance, DBSCAN, cluster refinement (docs/method.md, step 1-3).
 
 :func:`pseudo_labels` gives the labels; :func:`pseudo_labels_with_stats` also gives a
 :class:`ClusterStats` (clusters, outliers before and after refinement, cluster sizes, seconds per
@@ -181,7 +181,7 @@ def pseudo_labels_with_stats(
             branch-1 memory ``M``; L2-normalised inside.
         eps: DBSCAN radius on the Jaccard distance.
         eps_gap: the refinement's second DBSCAN runs at ``eps - eps_gap``.
-        k1, k2: the k-reciprocal encoding (METHOD.md).
+        k1, k2: the k-reciprocal encoding (docs/method.md).
         min_samples: DBSCAN's ``min_samples`` (the sample itself included).
         refine: apply the cluster refinement.
         ratio: the refinement's ``ratio``.

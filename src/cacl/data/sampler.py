@@ -1,5 +1,5 @@
 """Identity sampler: batches of P pseudo identities x K images, the K from different cameras
-where the class allows it (METHOD.md, "Training schedule").
+where the class allows it (docs/method.md, "Training schedule").
 
 The sampler is reproducible from its seed and epoch (:meth:`set_epoch`), and yields exactly
 ``iters * batch_size`` indexes per epoch so an epoch is a fixed number of steps.

@@ -1,4 +1,4 @@
-"""Image transforms (METHOD.md, "Views"): the colour view ``T(I)``, the gray view ``G(T'(I))`` and
+"""Image transforms (docs/method.md, "Views"): the colour view ``T(I)``, the gray view ``G(T'(I))`` and
 the test transform. The two training views are drawn independently from the same family.
 """
 

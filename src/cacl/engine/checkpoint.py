@@ -67,7 +67,10 @@ def load_checkpoint(path: str | os.PathLike, prefer: str = BEST) -> dict[str, An
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint {file}: {exc}") from exc
+        raise CheckpointError(
+            f"cannot read {file}: the file is damaged or is not a cacl checkpoint "
+            f"({type(exc).__name__})"
+        ) from exc
     if not isinstance(state, dict):
         raise CheckpointError(f"{file} is not a cacl checkpoint")
     state["_path"] = str(file)

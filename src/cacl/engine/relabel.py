@@ -1,4 +1,4 @@
-"""The pseudo labels of an epoch (METHOD.md, "Pseudo labels"): clustering of the colour memory, or
+"""The pseudo labels of an epoch (docs/method.md, "Pseudo labels"): clustering of the colour memory, or
 the true identities in supervised mode, turned into training classes with their statistics."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """One CACL optimisation step: forward both views, the three losses, backward, optimiser step,
-then the explicit memory updates (METHOD.md, "Losses" and "Instance memory banks").
+then the explicit memory updates (docs/method.md, "Losses" and "Instance memory banks").
 
 Under DistributedDataParallel every rank computes the losses as means over its own share of the
 global batch and DDP averages the gradients over ranks, which is the gradient of the mean over the

@@ -1,4 +1,4 @@
-"""The CACL training loop (METHOD.md): relabel -> train an epoch -> evaluate -> checkpoint.
+"""The CACL training loop (docs/method.md): relabel -> train an epoch -> evaluate -> checkpoint.
 
 One :class:`Trainer` holds the state that changes during a run (network, optimiser, scheduler,
 the two memory banks, the pseudo labels, history); everything else is pure functions elsewhere.

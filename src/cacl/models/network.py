@@ -1,4 +1,4 @@
-"""The two-branch CACL network (METHOD.md, "Network").
+"""The two-branch CACL network (docs/method.md, "Network").
 
 - Branch 1 ``F(.|Θ)`` sees colour views; its feature is ``x = normalise(BN_neck(pool(F(I))))``.
 - Branch 2 ``F'(.|Θ')`` has the same architecture and separate weights and sees gray-scale views:

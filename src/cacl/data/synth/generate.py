@@ -159,7 +159,7 @@ def _check_output(out: Path, record: dict[str, Any], overwrite: bool) -> dict[st
         raise SynthOutputError(
             f"{out} holds a synthetic dataset made with other settings "
             f"(seed {old.get('seed')}, preset {old.get('preset')}); choose another folder or "
-            "pass overwrite=True (--overwrite) to replace it"
+            "use --overwrite (overwrite=True from Python) to replace it"
         )
     for name in SPLIT_DIRS:
         shutil.rmtree(out / name, ignore_errors=True)
