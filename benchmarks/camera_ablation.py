@@ -48,6 +48,7 @@ METHODS: dict[str, list[str]] = {
         "cluster.distance=ca_jaccard",
         CAMERA,
     ],
+    "center+camera both": [*PAPER, "cluster.camera_norm=center", CAMERA, "loss.camera_branches=both"],
     "center+extract": [*PAPER, "cluster.camera_norm=center", EXTRACT],
     "center+camera+extract": [*PAPER, "cluster.camera_norm=center", CAMERA, EXTRACT],
     "one-branch center": [*PAPER, "cluster.camera_norm=center", "model.gray_branch=false"],

@@ -153,3 +153,27 @@ def test_a_damaged_checkpoint_says_so_without_unsafe_advice(tmp_path):
     with pytest.raises(CheckpointError, match="damaged") as info:
         load_checkpoint(tmp_path)
     assert "weights_only" not in str(info.value)
+
+
+def test_report_of_a_run_without_test_split_says_so_once(tmp_path):
+    from cacl.config import Config, save_config
+    from cacl.report.html import make_report
+
+    save_config(Config(), tmp_path / "config.yaml")
+    history = [
+        {
+            "epoch": e,
+            "cluster": {"clusters": 10 + e, "outliers": 5, "size_max": 9},
+            "loss": {"L_I": -0.1, "L_C_inter": -0.2, "L_C_intra": 3.0, "total": 2.7},
+        }
+        for e in (1, 2)
+    ]
+    results = {"initial_mAP": None, "mAP": None, "best_epoch": 2, "history": history}
+    write_json_atomic(results, tmp_path / "results.json")
+    import re
+
+    page = make_report(tmp_path, progress=False).read_text()
+    text = re.sub(r"base64,[A-Za-z0-9+/=]+", "", page)  # the figures' bytes
+    assert text.count("has no query / gallery split") == 1
+    assert "no evaluated epoch yet" not in text and "nan" not in text.lower()
+    assert "no CMC curve" not in page

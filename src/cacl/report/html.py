@@ -94,7 +94,16 @@ def make_report(
     if config_text is None:
         notes.append("no config.yaml in the run folder")
     extract = dict(batch_size=batch_size, workers=workers, progress=progress)
-    if ranking is None:
+    if results and no_test_split(results) and data is None and root is None:
+        notes.append(
+            "this run's data has no query / gallery split, so no epoch was evaluated and best.pt "
+            "is the last epoch; the clusters and losses below are what the run has. Evaluate on "
+            "a labelled set with `cacl eval RUN --data NAME --root FOLDER` (or `cacl report RUN "
+            "--data NAME --root FOLDER`)"
+        )
+        checkpoint = {"path": str(run_dir / BEST), "epoch": results.get("best_epoch")}
+        checkpoint["how"] = "not evaluated (no test split)"
+    elif ranking is None:
         ranking, checkpoint = _rank_best(
             run_dir, results, dataset, data, root, device, notes, extract
         )
@@ -109,6 +118,13 @@ def make_report(
     path = run_dir / REPORT_FILE
     _write_atomic(page, path)
     return path
+
+
+def no_test_split(results: dict[str, Any]) -> bool:
+    """Whether a run never evaluated: no mAP before training and none at any epoch."""
+    history = results.get("history") or []
+    initial = results.get("initial_mAP")
+    return (initial is None or initial != initial) and not any(h.get("eval") for h in history)
 
 
 def write_report_quietly(run_dir: str | os.PathLike, **kwargs: Any) -> Path | None:
@@ -213,7 +229,7 @@ def render_page(
     body.append("<h2>Test-set accuracy per epoch</h2>")
     best = results.get("best_epoch")
     body.append(_figure(plots.metrics_per_epoch(history, results.get("initial"), best), "mAP"))
-    if not any(h.get("eval") for h in history):
+    if not any(h.get("eval") for h in history) and not (results and no_test_split(results)):
         notes.append("no evaluated epoch yet: mAP / rank-1 per epoch are missing")
 
     body.append("<h2>Per-epoch values</h2>")
@@ -354,7 +370,7 @@ def _fmt(value: Any, digits: int = 4) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.{digits}f}" if value == value else "nan"
+        return f"{value:.{digits}f}" if value == value else "-"
     return str(value)
 
 
