@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections import defaultdict
@@ -13,7 +14,10 @@ from PIL import Image
 
 from cacl.cli import main
 from cacl.data.synth import PRESETS, SynthConfig, SynthConfigError, SynthOutputError, generate
-from cacl.data.synth.plan import GALLERY_DIR, QUERY_DIR, TRAIN_DIR
+from cacl.data.synth.camera import BACKGROUND_FIELDS, SENSOR_FIELDS, sample_cameras
+from cacl.data.synth.generate import image_camera, render_spec
+from cacl.data.synth.identity import PALETTE
+from cacl.data.synth.plan import CAMERAS, GALLERY_DIR, QUERY_DIR, TRAIN_DIR, plan_dataset, stream
 
 NAME = re.compile(r"^(-1|\d{4})_c(\d)s(\d)_(\d{6})_(\d{2})\.jpg$")
 SPLITS = (TRAIN_DIR, QUERY_DIR, GALLERY_DIR)
@@ -47,6 +51,8 @@ def test_same_seed_gives_identical_files_whatever_the_workers(tiny, tmp_path):
     summary = generate(tmp_path / "b", preset="tiny", seed=0, workers=2, progress=False)
     assert not summary["skipped"]
     assert files(root) == files(tmp_path / "b")
+    # synth.json records nothing that changes from run to run (no timing).
+    assert (root / "synth.json").read_bytes() == (tmp_path / "b" / "synth.json").read_bytes()
 
 
 def test_other_seed_gives_other_images(tiny, tmp_path):
@@ -155,11 +161,171 @@ def test_cli_writes_a_dataset(tmp_path, capsys):
 
 
 def test_image_streams_do_not_depend_on_each_other():
-    from cacl.data.synth.generate import render_spec
-    from cacl.data.synth.plan import plan_dataset
-
     cfg = PRESETS["tiny"]
     specs = plan_dataset(cfg, 0)
     a = render_spec(specs[5], cfg, 0)[0]
     render_spec(specs[9], cfg, 0)
     assert np.array_equal(a, render_spec(specs[5], cfg, 0)[0])
+
+
+# Mean pixel (R, G, B) and JPEG quality of a few images of ``tiny`` (seed 0), recorded before the
+# background / sensor / cast knobs existed: their defaults must draw the same random numbers and
+# give the same images (a tolerance, as numpy's float maths may round differently elsewhere).
+GOLDEN = {
+    3: ((140.874, 99.269, 122.062), 83),  # person, camera 2
+    37: ((133.281, 110.671, 127.09), 90),  # person, camera 3
+    80: ((134.305, 135.478, 141.531), 83),  # person, camera 1
+    153: ((158.048, 102.69, 144.682), 83),  # distractor
+    160: ((137.929, 154.606, 156.475), 83),  # junk
+}
+
+
+def looks(cfg: SynthConfig, seed: int = 0) -> list:
+    """``(spec, camera settings)`` of every planned image of ``cfg``."""
+    return [(spec, image_camera(spec, cfg, seed)) for spec in plan_dataset(cfg, seed)]
+
+
+def test_default_knobs_give_the_images_of_before(tiny):
+    cfg = PRESETS["tiny"]
+    explicit = SynthConfig.from_preset("tiny", background="camera", sensor="camera", cast=1.0)
+    assert explicit == cfg
+    specs = plan_dataset(cfg, 0)
+    for index, (mean, quality) in GOLDEN.items():
+        pixels, q = render_spec(specs[index], cfg, 0)
+        assert q == quality
+        assert np.allclose(pixels.reshape(-1, 3).mean(0), mean, atol=0.02), index
+    # The colour matrices at cast 1 are the drawn ones, not a rounded interpolation.
+    drawn = sample_cameras(stream(0, CAMERAS), 3, 90)
+    for a, b in zip(drawn, sample_cameras(stream(0, CAMERAS), 3, 90, cast=1.0), strict=True):
+        assert np.array_equal(a.color_matrix, b.color_matrix)
+    meta = json.loads((tiny[0] / "synth.json").read_text())
+    assert "seconds" not in meta
+    assert {k: meta["config"][k] for k in ("background", "sensor", "cast")} == {
+        "background": "camera",
+        "sensor": "camera",
+        "cast": 1.0,
+    }
+
+
+def test_shared_background_is_drawn_from_all_cameras():
+    cfg = PRESETS["tiny"]
+    shared = dataclasses.replace(cfg, background="shared")
+    own = {c: cam for c, cam in enumerate(sample_cameras(stream(0, CAMERAS), 3, 90))}
+    styles = {cam.background for cam in own.values()}
+    per_cam: dict[int, set] = defaultdict(set)
+    for spec, look in looks(cfg):
+        per_cam[spec.cam].add(look.background)
+    assert all(len(s) == 1 for s in per_cam.values())  # one style per camera
+    per_cam.clear()
+    donors: dict[int, set] = defaultdict(set)
+    for spec, look in looks(shared):
+        per_cam[spec.cam].add(look.background)
+        donors[spec.cam] |= {
+            c for c, cam in own.items() if np.array_equal(cam.bg_colors, look.bg_colors)
+        }
+        for name in ("color_matrix", *SENSOR_FIELDS):  # the rest stays the camera's
+            assert np.array_equal(getattr(look, name), getattr(own[spec.cam], name))
+    assert all(s == styles for s in per_cam.values())  # every camera shows every style
+    assert all(d == set(own) for d in donors.values())  # and every camera's colours
+    # The images are rendered with these settings.
+    spec = plan_dataset(cfg, 0)[3]
+    assert image_camera(spec, shared, 0).background != own[spec.cam].background
+    assert not np.array_equal(render_spec(spec, shared, 0)[0], render_spec(spec, cfg, 0)[0])
+
+
+def test_shared_sensor_draws_per_image_settings_from_all_cameras():
+    cfg = PRESETS["tiny"]
+    own = sample_cameras(stream(0, CAMERAS), 3, 90)
+    for spec, look in looks(cfg):
+        assert all(getattr(look, f) == getattr(own[spec.cam], f) for f in SENSOR_FIELDS)
+    shared = dataclasses.replace(cfg, sensor="shared")
+    both = dataclasses.replace(shared, background="shared")
+    used: dict[tuple[int, str], set] = defaultdict(set)
+    for (spec, look), (_, look_both) in zip(looks(shared), looks(both), strict=True):
+        for f in SENSOR_FIELDS:
+            pool = [getattr(cam, f) for cam in own]
+            assert getattr(look, f) in pool
+            used[spec.cam, f].add(pool.index(getattr(look, f)))
+            assert getattr(look_both, f) == getattr(look, f)  # independent of the other knob
+        assert np.array_equal(look.color_matrix, own[spec.cam].color_matrix)
+        assert look.occlusion == own[spec.cam].occlusion
+        assert all(
+            np.array_equal(getattr(look, f), getattr(own[spec.cam], f)) for f in BACKGROUND_FIELDS
+        )
+    # Every camera's images use every camera's value of every setting.
+    assert all(len(donors) == 3 for donors in used.values())
+    qualities = {render_spec(spec, shared, 0)[1] for spec, _ in looks(shared)[:40]}
+    assert qualities == {cam.jpeg_quality for cam in own}
+
+
+def test_cast_scales_the_colour_cast_towards_none():
+    full, half, none = (sample_cameras(stream(0, CAMERAS), 3, 90, cast=c) for c in (1.0, 0.5, 0.0))
+    gray = np.full(3, 0.5, dtype=np.float32)
+    garment = PALETTE[3]
+    for f, h, n in zip(full, half, none, strict=True):
+        assert np.allclose(n.color_matrix, np.eye(3))
+        assert np.allclose(h.color_matrix, (f.color_matrix + np.eye(3)) / 2, atol=1e-6)
+        assert n.gamma == f.gamma and np.array_equal(n.bg_colors, f.bg_colors)  # same draws
+        # Without a cast, gray stays gray and a garment's colour is the scene's (gamma undone).
+        assert np.ptp(n.tone(gray)) < 1e-6
+        assert np.allclose(n.tone(garment) ** n.gamma, garment, atol=1e-5)
+    assert min(np.ptp(f.tone(gray)) for f in full) > 0.02  # with the cast, gray is tinted
+
+    def chroma(cam, rgb):
+        linear = cam.tone(rgb) ** cam.gamma
+        return linear / linear.sum()
+
+    for rgb in (gray, garment):
+        assert np.ptp([chroma(c, rgb) for c in none], axis=0).max() < 1e-6
+        assert np.ptp([chroma(c, rgb) for c in full], axis=0).max() > 0.02
+    cfg = SynthConfig.from_preset("tiny", cast=0)
+    spec = plan_dataset(cfg, 0)[3]
+    assert np.allclose(image_camera(spec, cfg, 0).color_matrix, np.eye(3))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"cast": -0.1}, "cast must be >= 0"),
+        ({"cast": float("nan")}, "finite number"),
+        ({"cast": "1"}, "finite number"),
+        ({"cast": True}, "finite number"),
+        ({"background": "Shared"}, "background must be 'camera'"),
+        ({"sensor": "per_image"}, "sensor must be 'camera'"),
+    ],
+)
+def test_bad_knob_values_are_refused(overrides, message):
+    with pytest.raises(SynthConfigError, match=message):
+        SynthConfig.from_preset("tiny", **overrides)
+    with pytest.raises(SynthConfigError, match=message):
+        dataclasses.replace(PRESETS["tiny"], **overrides).validate()
+
+
+def test_knobs_are_recorded_and_part_of_the_dataset_identity(tmp_path, capsys):
+    few = {"ids": 2, "test_ids": 2, "distractors": 1, "junk": 1, "workers": 1, "progress": False}
+    generate(tmp_path / "a", preset="tiny", seed=0, cast=0.5, **few)
+    with pytest.raises(SynthOutputError, match="other settings"):
+        generate(tmp_path / "a", preset="tiny", seed=0, **few)
+    assert generate(tmp_path / "a", preset="tiny", seed=0, cast=0.5, **few)["skipped"]
+    # A synth.json written before these settings existed (and with a timing) means the defaults.
+    generate(tmp_path / "b", preset="tiny", seed=0, **few)
+    meta_path = tmp_path / "b" / "synth.json"
+    meta = json.loads(meta_path.read_text())
+    for name in ("background", "sensor", "cast"):
+        del meta["config"][name]
+    meta_path.write_text(json.dumps({**meta, "seconds": 1.5}))
+    summary = generate(tmp_path / "b", preset="tiny", seed=0, **few)
+    assert summary["skipped"] and "seconds" not in summary
+    assert summary["config"]["cast"] == 1.0
+    with pytest.raises(SynthOutputError, match="other settings"):
+        generate(tmp_path / "b", preset="tiny", seed=0, sensor="shared", **few)
+    # The command line passes the knobs on.
+    out = tmp_path / "cli"
+    argv = ["synth", str(out), "--preset", "tiny", "--ids", "2", "--test-ids", "2"]
+    knobs = ["--background", "shared", "--sensor", "shared", "--cast", "0.25"]
+    assert main([*argv, *knobs, "--workers", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    config = json.loads((out / "synth.json").read_text())["config"]
+    assert (config["background"], config["sensor"], config["cast"]) == ("shared", "shared", 0.25)
+    with pytest.raises(SystemExit):
+        main([*argv, "--sensor", "none"])

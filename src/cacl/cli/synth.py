@@ -43,6 +43,28 @@ def register(subparsers) -> None:
     parser.add_argument("--distractors", type=int, default=None, help="distractor images (0000)")
     parser.add_argument("--junk", type=int, default=None, help="junk images (-1)")
     parser.add_argument(
+        "--background",
+        default=None,
+        choices=("camera", "shared"),
+        help="camera (default): each camera sees its own scene; shared: each image's background "
+        "style, colours, scale and horizon are drawn from all the cameras'",
+    )
+    parser.add_argument(
+        "--sensor",
+        default=None,
+        choices=("camera", "shared"),
+        help="camera (default): lighting, haze, gamma, blur, noise and JPEG quality per camera; "
+        "shared: each image draws them from all the cameras' (the colour cast stays per camera)",
+    )
+    parser.add_argument(
+        "--cast",
+        type=float,
+        default=None,
+        metavar="S",
+        help="strength of the cameras' colour casts: 1 (default) as drawn, 0 none, in between "
+        "interpolated towards no cast",
+    )
+    parser.add_argument(
         "--overwrite",
         action="store_true",
         help="replace a synthetic dataset made with other settings in OUT",
@@ -68,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
         test_images_per_id=args.test_images_per_id,
         num_distractors=args.distractors,
         num_junk=args.junk,
+        background=args.background,
+        sensor=args.sensor,
+        cast=args.cast,
     )
     c = summary["counts"]
     state = "already present" if summary["skipped"] else f"written in {summary['seconds']:.1f} s"

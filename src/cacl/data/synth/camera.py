@@ -8,6 +8,11 @@ dataset are spread over their ranges (stratified, then shuffled), so no two came
 :meth:`Camera.tone` maps scene colours to recorded ones; :func:`apply_camera` adds the lighting,
 haze, blur and sensor noise to a whole image.
 
+Two dataset knobs (:class:`~cacl.data.synth.config.SynthConfig`) weaken what identifies a camera:
+``cast`` scales the colour cast (:func:`with_cast`), and ``background`` / ``sensor`` set to
+``"shared"`` give each image settings drawn from all cameras' (:func:`pool_settings` with
+:data:`BACKGROUND_FIELDS` / :data:`SENSOR_FIELDS`).
+
 Example::
 
     >>> import numpy as np
@@ -18,7 +23,9 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -28,6 +35,22 @@ from cacl.data.synth.config import IMAGE_HEIGHT, IMAGE_WIDTH
 
 #: Number of background styles (see :func:`cacl.data.synth.render.render_background`).
 NUM_BACKGROUND_STYLES = 5
+
+#: :class:`Camera` fields of the scene behind people (pooled by ``background="shared"``).
+BACKGROUND_FIELDS = ("background", "bg_colors", "bg_scale", "horizon")
+
+#: :class:`Camera` fields of the lighting and the sensor (pooled by ``sensor="shared"``); the
+#: colour matrix (the colour cast) and the occlusion rate are not among them.
+SENSOR_FIELDS = (
+    "gamma",
+    "gain",
+    "haze",
+    "light_angle",
+    "light_strength",
+    "blur",
+    "noise",
+    "jpeg_quality",
+)
 
 _Y = (np.arange(IMAGE_HEIGHT, dtype=np.float32) + 0.5)[:, None]
 _X = (np.arange(IMAGE_WIDTH, dtype=np.float32) + 0.5)[None, :]
@@ -106,8 +129,24 @@ def _stratified(rng: np.random.Generator, n: int, low: float, high: float) -> np
     return values[rng.permutation(n)]
 
 
-def sample_cameras(rng: np.random.Generator, num_cams: int, jpeg_quality: int = 90) -> list[Camera]:
-    """Draw ``num_cams`` cameras whose looks are spread apart."""
+def with_cast(matrix: np.ndarray, strength: float) -> np.ndarray:
+    """A colour matrix whose cast is scaled by ``strength`` (``0``: identity, ``1``: ``matrix``).
+
+    The matrix is interpolated (``strength > 1``: extrapolated) linearly towards the identity.
+    """
+    if strength == 1.0:  # exactly the matrix, not a rounded copy of it
+        return matrix
+    return np.eye(3) + strength * (matrix - np.eye(3))
+
+
+def sample_cameras(
+    rng: np.random.Generator, num_cams: int, jpeg_quality: int = 90, cast: float = 1.0
+) -> list[Camera]:
+    """Draw ``num_cams`` cameras whose looks are spread apart.
+
+    ``cast`` scales every camera's colour cast (see :func:`with_cast`); it draws no random
+    numbers, so the other settings do not depend on it.
+    """
     hues = _stratified(rng, num_cams, -np.pi * 0.45, np.pi * 0.45)
     sats = _stratified(rng, num_cams, 0.35, 1.45)
     gammas = _stratified(rng, num_cams, 0.7, 1.45)
@@ -120,7 +159,7 @@ def sample_cameras(rng: np.random.Generator, num_cams: int, jpeg_quality: int = 
         warm = rng.uniform(-0.35, 0.35)  # warm (red) to cold (blue) white balance
         tint = rng.uniform(-0.2, 0.2)  # green / magenta
         wb = np.diag([1.0 + warm, 1.0 + tint, 1.0 - warm])
-        matrix = saturation_matrix(sats[c]) @ hue_rotation(hues[c]) @ wb
+        matrix = with_cast(saturation_matrix(sats[c]) @ hue_rotation(hues[c]) @ wb, cast)
         bg_base = rng.uniform(0.15, 0.8, size=3)
         bg_colors = np.clip(
             np.stack([bg_base, bg_base * rng.uniform(0.5, 1.3, 3), rng.uniform(0.1, 0.8, 3)]),
@@ -146,6 +185,26 @@ def sample_cameras(rng: np.random.Generator, num_cams: int, jpeg_quality: int = 
             )
         )
     return cams
+
+
+def pool_settings(
+    rng: np.random.Generator, cam: Camera, cams: Sequence[Camera], fields: Sequence[str]
+) -> Camera:
+    """``cam`` with each of ``fields`` taken from a camera of ``cams`` drawn uniformly.
+
+    Every field draws its own camera (one integer from ``rng`` per field, in the order of
+    ``fields``), so an image's settings mix the cameras' and do not tell which camera took it.
+
+    Example::
+
+        >>> cams = sample_cameras(np.random.default_rng(0), 3)
+        >>> look = pool_settings(np.random.default_rng(1), cams[0], cams, SENSOR_FIELDS)
+        >>> look.blur in {c.blur for c in cams}, look.color_matrix is cams[0].color_matrix
+        (True, True)
+    """
+    donors = rng.integers(len(cams), size=len(fields))
+    changes = {f: getattr(cams[int(d)], f) for f, d in zip(fields, donors, strict=True)}
+    return dataclasses.replace(cam, **changes)
 
 
 @lru_cache(maxsize=1)

@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,11 @@ GENERATOR_VERSION = 2
 #: Image size (height, width), as Market-1501's bounding boxes.
 IMAGE_HEIGHT = 128
 IMAGE_WIDTH = 64
+
+#: Values of :attr:`SynthConfig.background` and :attr:`SynthConfig.sensor`: settings of each
+#: camera's own, or drawn per image from all the cameras'.
+PER_CAMERA, SHARED = "camera", "shared"
+SOURCES = (PER_CAMERA, SHARED)
 
 
 class SynthConfigError(CaclError, ValueError):
@@ -51,6 +57,15 @@ class SynthConfig:
             badly framed crops and background).
         num_junk: gallery images with id ``-1`` (fragments; readers drop them).
         jpeg_quality: base JPEG quality; each camera varies it a little.
+        background: ``"camera"``: every camera sees its own scene (background style, colours,
+            texture scale, horizon); ``"shared"``: each image takes each of these from a camera
+            drawn at random, so the background does not tell the camera.
+        sensor: ``"camera"``: lighting, haze, gamma, blur, noise and JPEG quality are each
+            camera's own; ``"shared"``: each image takes each of them from a camera drawn at
+            random (the colour cast and the occlusion rate stay the camera's).
+        cast: strength of the cameras' colour casts: ``1`` as drawn, ``0`` none (every colour
+            matrix is the identity), in between interpolated towards the identity, above 1
+            exaggerated.
     """
 
     num_train_ids: int
@@ -62,6 +77,9 @@ class SynthConfig:
     num_distractors: int = 0
     num_junk: int = 0
     jpeg_quality: int = 90
+    background: str = PER_CAMERA
+    sensor: str = PER_CAMERA
+    cast: float = 1.0
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> SynthConfig:
@@ -117,6 +135,20 @@ class SynthConfig:
             raise SynthConfigError("num_distractors and num_junk cannot be negative")
         if not 30 <= self.jpeg_quality <= 100:
             raise SynthConfigError("jpeg_quality must lie in [30, 100]")
+        for name in ("background", "sensor"):
+            value = getattr(self, name)
+            if value not in SOURCES:
+                raise SynthConfigError(
+                    f"{name} must be {PER_CAMERA!r} (each camera its own) or {SHARED!r} "
+                    f"(drawn per image from all cameras), not {value!r}"
+                )
+        cast = self.cast
+        if isinstance(cast, bool) or not isinstance(cast, (int, float)) or not math.isfinite(cast):
+            raise SynthConfigError(f"cast must be a finite number, not {cast!r}")
+        if cast < 0:
+            raise SynthConfigError(
+                f"cast must be >= 0 (0: no colour cast, 1: the default strength), not {cast}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -8,12 +8,16 @@
       bounding_box_test/...          (including 0000_* distractors and -1_* junk)
       synth.json                     (generator version, preset, seed, config, counts)
 
+``synth.json`` holds only what the arguments determine (no timing), so two runs with the same
+arguments write the same file.
+
 Output folder rules:
 
 - a new or empty folder is filled;
 - a folder whose ``synth.json`` records the same seed and config, made by this generator version,
   and says the generation completed is left as it is (``generate`` returns the recorded summary
-  with ``skipped=True``);
+  with ``skipped=True``); a setting that an older ``synth.json`` does not record counts as its
+  default (settings added later leave the default images unchanged);
 - a folder with the same seed and config that is incomplete (interrupted) or was made by another
   generator version is generated again (with a warning in the second case);
 - a synthetic dataset of other settings is refused with :class:`SynthOutputError`, unless
@@ -24,6 +28,7 @@ Output folder rules:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -38,8 +43,14 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from cacl.data.synth.camera import Camera, sample_cameras
-from cacl.data.synth.config import GENERATOR_VERSION, SynthConfig
+from cacl.data.synth.camera import (
+    BACKGROUND_FIELDS,
+    SENSOR_FIELDS,
+    Camera,
+    pool_settings,
+    sample_cameras,
+)
+from cacl.data.synth.config import GENERATOR_VERSION, SHARED, SynthConfig
 from cacl.data.synth.identity import Identity, sample_identity
 from cacl.data.synth.plan import (
     CAMERAS,
@@ -48,6 +59,7 @@ from cacl.data.synth.plan import (
     IDENTITY,
     IMAGE,
     JUNK,
+    LOOK,
     PERSON,
     QUERY_DIR,
     TRACK,
@@ -72,8 +84,8 @@ class SynthOutputError(CaclError):
 
 
 @lru_cache(maxsize=8)
-def _cameras(seed: int, num_cams: int, jpeg_quality: int) -> tuple[Camera, ...]:
-    return tuple(sample_cameras(stream(seed, CAMERAS), num_cams, jpeg_quality))
+def _cameras(seed: int, num_cams: int, jpeg_quality: int, cast: float) -> tuple[Camera, ...]:
+    return tuple(sample_cameras(stream(seed, CAMERAS), num_cams, jpeg_quality, cast))
 
 
 @lru_cache(maxsize=4096)
@@ -86,9 +98,27 @@ def _track(seed: int, key: int, cam: int) -> Track:
     return sample_track(stream(seed, TRACK, key, cam))
 
 
+def image_camera(spec: ImageSpec, cfg: SynthConfig, seed: int) -> Camera:
+    """The camera settings one planned image is rendered with.
+
+    Its camera's, except that ``background="shared"`` (``sensor="shared"``) takes each of the
+    fields :data:`~cacl.data.synth.camera.BACKGROUND_FIELDS` (``SENSOR_FIELDS``) from a camera
+    drawn at random (:func:`~cacl.data.synth.camera.pool_settings`), from the image's own ``LOOK``
+    streams: the defaults draw nothing, and each knob draws the same numbers whatever the other
+    is.
+    """
+    cams = _cameras(seed, cfg.num_cams, cfg.jpeg_quality, cfg.cast)
+    cam = cams[spec.cam]
+    if cfg.background == SHARED:
+        cam = pool_settings(stream(seed, LOOK, spec.index, 0), cam, cams, BACKGROUND_FIELDS)
+    if cfg.sensor == SHARED:
+        cam = pool_settings(stream(seed, LOOK, spec.index, 1), cam, cams, SENSOR_FIELDS)
+    return cam
+
+
 def render_spec(spec: ImageSpec, cfg: SynthConfig, seed: int) -> tuple[np.ndarray, int]:
-    """The pixels of one planned image and the JPEG quality of its camera."""
-    cam = _cameras(seed, cfg.num_cams, cfg.jpeg_quality)[spec.cam]
+    """The pixels of one planned image and its JPEG quality (see :func:`image_camera`)."""
+    cam = image_camera(spec, cfg, seed)
     rng = stream(seed, IMAGE, spec.index)
     track = _track(seed, spec.key, spec.cam)
     if spec.kind == PERSON:
@@ -127,6 +157,16 @@ def _counts(specs: list[ImageSpec], cfg: SynthConfig) -> dict[str, int]:
     }
 
 
+def _recorded_config(meta: dict[str, Any]) -> Any:
+    """The config a ``synth.json`` records, settings it does not name set to their defaults."""
+    config = meta.get("config")
+    if not isinstance(config, dict):
+        return config
+    fields = dataclasses.fields(SynthConfig)
+    defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+    return json.loads(json.dumps({**defaults, **config}))
+
+
 def _check_output(out: Path, record: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
     """Apply the output-folder rules; return the old summary when there is nothing to do."""
     if not out.exists():
@@ -145,7 +185,7 @@ def _check_output(out: Path, record: dict[str, Any], overwrite: bool) -> dict[st
         old = json.loads(meta.read_text())
     except (OSError, ValueError) as exc:
         raise SynthOutputError(f"cannot read {meta}: {exc}") from exc
-    same = old.get("seed") == record["seed"] and old.get("config") == record["config"]
+    same = old.get("seed") == record["seed"] and _recorded_config(old) == record["config"]
     if same and old.get("generator_version") != record["generator_version"]:
         logger.warning(
             "%s was made by generator version %s; regenerating it with version %s",
@@ -154,7 +194,8 @@ def _check_output(out: Path, record: dict[str, Any], overwrite: bool) -> dict[st
             record["generator_version"],
         )
     elif same and old.get("complete"):
-        return old
+        old.pop("seconds", None)  # recorded by older versions
+        return {**old, "config": record["config"]}
     if not same and not overwrite:
         raise SynthOutputError(
             f"{out} holds a synthetic dataset made with other settings "
@@ -188,9 +229,11 @@ def generate(
         **overrides: :class:`SynthConfig` fields replacing the preset's (``None`` ignored).
 
     Returns:
-        ``{"generator_version", "preset", "seed", "config", "counts", "seconds", "complete",
-        "skipped"}``; ``counts`` has ``train_images``, ``query_images``, ``gallery_images``
-        (distractors and junk included), ``distractor_images``, ``junk_images``, ids and cameras.
+        ``{"generator_version", "preset", "seed", "config", "counts", "complete", "skipped"}``
+        (what ``synth.json`` holds, plus ``skipped``) and, when the images were written now,
+        ``"seconds"`` (not recorded in ``synth.json``); ``counts`` has ``train_images``,
+        ``query_images``, ``gallery_images`` (distractors and junk included),
+        ``distractor_images``, ``junk_images``, ids and cameras.
 
     Example::
 
@@ -235,7 +278,7 @@ def generate(
                     bar.update(done)
 
     record["complete"] = True
-    record["seconds"] = round(time.perf_counter() - start, 2)
     (out / META_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    logger.info("synthetic dataset written in %.1f s: %s", record["seconds"], record["counts"])
-    return {**record, "skipped": False}
+    seconds = round(time.perf_counter() - start, 2)
+    logger.info("synthetic dataset written in %.1f s: %s", seconds, record["counts"])
+    return {**record, "seconds": seconds, "skipped": False}

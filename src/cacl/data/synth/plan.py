@@ -17,8 +17,10 @@ import numpy as np
 
 from cacl.data.synth.config import SynthConfig
 
-# Stream names (first element of the spawn key).
-PLAN, CAMERAS, IDENTITY, TRACK, IMAGE = range(5)
+# Stream names (first element of the spawn key). LOOK streams draw the settings an image takes
+# from other cameras (``background`` / ``sensor`` = "shared"); they are separate from the IMAGE
+# stream so that the default settings draw exactly the numbers they always drew.
+PLAN, CAMERAS, IDENTITY, TRACK, IMAGE, LOOK = range(6)
 
 # Kinds of image.
 PERSON, DISTRACTOR, JUNK = range(3)
