@@ -117,6 +117,7 @@ def test_train_writes_a_self_contained_report(run):
         "clusters and outliers per epoch",
         "cluster sizes of the last epoch",
         "NMI and ARI per epoch",
+        "camera statistics per epoch",
         "CMC curve",
         "ranked results",
     ]
@@ -179,7 +180,8 @@ def test_missing_parts_are_noted_and_the_rest_still_renders(run, tmp_path, capsy
     page = parse(copy / REPORT_FILE)
     assert "no best.pt or last.pt" in page.notes
     assert "no evaluated epoch yet" in page.notes
-    assert len(decoded_images(page)) == 5  # the initial mAP, losses, clusters, sizes, NMI / ARI
+    # the initial mAP, losses, clusters, sizes, NMI / ARI, camera statistics
+    assert len(decoded_images(page)) == 6
     assert close(page.summary["mAP"], results["mAP"])
 
     shutil.copy(run / "best.pt", copy / "best.pt")  # a model, but its dataset is gone

@@ -83,11 +83,11 @@ def _flatten(tree: dict[str, Any]) -> dict[str, Any]:
 
 def check_enough_data(n_train: int, batch_size: int, min_samples: int) -> None:
     """A clear error before training when the training split cannot give batches or clusters."""
-    need = max(batch_size, 4 * min_samples)
+    need = max(batch_size, min_samples)
     if n_train < need:
         raise CaclError(
             f"the training split holds {n_train} images: too few to train (at least {need}: one "
-            f"batch of train.batch_size={batch_size} and a few clusters of "
+            f"batch of train.batch_size={batch_size}, and one cluster of "
             f"cluster.min_samples={min_samples})"
         )
 
