@@ -244,3 +244,9 @@ def test_data_root_is_saved_absolute(cache, tmp_path, monkeypatch):
     train(tmp_path / "run", "data.root=data", epochs=1)
     saved = load_config(tmp_path / "run" / "config.yaml")
     assert saved.data.root == str((tmp_path / "data").resolve())
+
+
+def test_market_sized_distances_are_kept_for_the_report():
+    from cacl.engine.trainer import KEEP_DISTANCES
+
+    assert 3368 * 15913 <= KEEP_DISTANCES < 11659 * 82161  # Market-1501 yes, MSMT17 no
