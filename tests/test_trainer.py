@@ -17,7 +17,7 @@ from cacl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cacl.engine.checkpoint import load_checkpoint
 from cacl.engine.evaluate import evaluate_network, score_distances
 from cacl.engine.loading import load_network
-from cacl.engine.step import TrainingError
+from cacl.errors import TrainingError
 from cacl.engine.trainer import Trainer
 
 FAST = [

@@ -14,3 +14,7 @@ class DatasetError(CaclError, ValueError):
 
 class EvaluationError(CaclError, ValueError):
     """The evaluation inputs cannot give a result (e.g. no query has a valid match)."""
+
+
+class TrainingError(CaclError):
+    """Training cannot go on (NaN or exploding loss, no usable clusters ...)."""

@@ -33,7 +33,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cacl.cli import CommandError
-    from cacl.engine.trainer import resolve_device
+    from cacl.distributed import resolve_device
     from cacl.report import make_report
 
     if args.queries < 1 or args.top < 1:

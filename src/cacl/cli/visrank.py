@@ -41,7 +41,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from cacl.data.default import resolve_dataset
     from cacl.engine.loading import load_network
-    from cacl.engine.trainer import resolve_device
+    from cacl.distributed import resolve_device
     from cacl.report.visrank import VisrankError, compute_ranking, write_visrank
 
     if args.n < 1 or args.top < 1:

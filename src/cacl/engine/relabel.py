@@ -11,7 +11,7 @@ import torch
 
 from cacl.config import ClusterConfig
 from cacl.engine.labels import camera_stats, cluster_stats, identity_classes, training_classes
-from cacl.engine.step import TrainingError
+from cacl.errors import TrainingError
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import torch
 from cacl import distributed
 from cacl.config import LossConfig
 from cacl.engine.amp import Precision
-from cacl.errors import CaclError
+from cacl.errors import TrainingError
 from cacl.losses import (
     camera_proxy_loss,
     instance_loss,
@@ -26,10 +26,6 @@ from cacl.losses import (
     intra_view_cluster_loss,
 )
 from cacl.memory import InstanceMemory
-
-
-class TrainingError(CaclError):
-    """Training cannot go on (NaN or exploding loss, no usable clusters ...)."""
 
 
 @dataclass

@@ -28,7 +28,6 @@ from cacl import distributed
 from cacl.config import Config, apply_overrides, config_from_dict, save_config
 from cacl.data.default import resolve_dataset
 from cacl.data.transforms import test_transform
-from cacl.distributed import resolve_device  # noqa: F401 - re-exported (cacl eval imports it here)
 from cacl.engine import run_dir as rd
 from cacl.engine.amp import Precision
 from cacl.engine.checkpoint import (
@@ -45,8 +44,8 @@ from cacl.engine.extract import extract_features
 from cacl.engine.labels import describe_clusters
 from cacl.engine.loader import train_loader
 from cacl.engine.relabel import compute_classes
-from cacl.engine.step import TrainingError, train_step
-from cacl.errors import CaclError
+from cacl.engine.step import train_step
+from cacl.errors import CaclError, TrainingError
 from cacl.memory import InstanceMemory
 from cacl.models import CACLNet, use_channels_last
 

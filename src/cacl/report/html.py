@@ -157,7 +157,7 @@ def _rank_best(
 ) -> tuple[Ranking | None, dict[str, Any]]:
     """Evaluate the best checkpoint again; on failure add a note and return ``None``."""
     from cacl.engine.loading import load_network
-    from cacl.engine.trainer import resolve_device
+    from cacl.distributed import resolve_device
     from cacl.report.visrank import compute_ranking
 
     try:
