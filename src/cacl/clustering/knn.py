@@ -86,8 +86,12 @@ def prepare_features(features: FeatureArray, *, normalize: bool) -> torch.Tensor
             f"features must be a non-empty (N, D) matrix, got shape {tuple(x.shape)}"
         )
     x = x.to(torch.float32)
-    row_sum = x.sum(dim=1, dtype=torch.float64)
-    bad = ~torch.isfinite(row_sum)
+    # Checked in chunks of rows: a whole-matrix check would allocate a copy as large as x
+    # (8 GB of float32 features at N = 10^6, D = 2048).
+    step = max(1, (1 << 24) // max(x.shape[1], 1))
+    bad = torch.cat(
+        [~torch.isfinite(x[a : a + step]).all(dim=1) for a in range(0, x.shape[0], step)]
+    )
     if bad.any():
         rows = torch.nonzero(bad).flatten()
         raise InvalidFeaturesError(
