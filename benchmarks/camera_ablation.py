@@ -55,6 +55,13 @@ METHODS: dict[str, list[str]] = {
         EXTRACT,
         "loss.camera_branches=both",
     ],
+    "center+ca_jaccard+camera+extract": [
+        *PAPER,
+        "cluster.camera_norm=center",
+        "cluster.distance=ca_jaccard",
+        CAMERA,
+        EXTRACT,
+    ],
     "center+extract": [*PAPER, "cluster.camera_norm=center", EXTRACT],
     "center+camera+extract": [*PAPER, "cluster.camera_norm=center", CAMERA, EXTRACT],
     "one-branch center": [*PAPER, "cluster.camera_norm=center", "model.gray_branch=false"],

@@ -124,6 +124,7 @@ def test_resume_is_exact_with_the_camera_aware_options(cache, tmp_path):
         "loss.camera_weight=0.5",
         "cluster.distance=ca_jaccard",
         "cluster.camera_norm=center",
+        "cluster.source=extract",
     ]
     whole = train(tmp_path / "whole", *options)
     assert "L_cam" in whole["history"][0]["loss"]
@@ -250,3 +251,31 @@ def test_market_sized_distances_are_kept_for_the_report():
     from cacl.engine.trainer import KEEP_DISTANCES
 
     assert 3368 * 15913 <= KEEP_DISTANCES < 11659 * 82161  # Market-1501 yes, MSMT17 no
+
+
+def test_cluster_source_extract_clusters_fresh_features(cache, tmp_path, monkeypatch):
+    import cacl.engine.trainer as trainer_module
+
+    seen, memory_then = [], []
+    original = trainer_module.compute_classes
+
+    def spy(features, cfg, true_pids, supervised=False, cameras=None):
+        seen.append(features.clone())
+        memory_then.append(trainer.memory.features.clone())
+        return original(features, cfg, true_pids, supervised, cameras=cameras)
+
+    monkeypatch.setattr(trainer_module, "compute_classes", spy)
+    cfg = load_config("smoke", [*FAST, "train.epochs=2", "cluster.source=extract"])
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    calls = []
+    extract = trainer._extract
+    monkeypatch.setattr(
+        trainer, "_extract", lambda b, calibrate=True: calls.append(calibrate) or extract(b, calibrate)
+    )
+    trainer.fit()
+    assert calls.count(False) == 1  # epoch 2 re-extracted branch 1 (epoch 1 used the new memory)
+    assert len(seen) == 2
+    assert torch.allclose(seen[1].norm(dim=1), torch.ones(len(seen[1])), atol=1e-5)
+    torch.testing.assert_close(seen[0], memory_then[0])  # epoch 1: the memory, just extracted
+    # epoch 2: the memory had moved on during epoch 1; the clustered features are fresh ones
+    assert not torch.allclose(seen[1], memory_then[1].cpu(), atol=1e-3)
