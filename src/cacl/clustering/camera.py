@@ -124,11 +124,9 @@ def camera_neighbors(
         idx, dist = _self_first(idx, dist)
         intra[rows, :kk] = rows[idx]
         intra_d[rows, :kk] = dist
-    others = n - np.bincount(np.unique(cams, return_inverse=True)[1]).min()
-    ke = min(k_inter, others)
     inter = np.full((n, k_inter), -1, dtype=np.int64)
     inter_d = np.full((n, k_inter), np.inf, dtype=np.float32)
-    if ke > 0:
+    if np.unique(cams).size > 1:
         idx, dist, _ = blocked_knn(
             x, min(k_inter, n), squared_norms=False, block=block, exclude_groups=cams,
             progress=progress,
