@@ -129,7 +129,13 @@ def export_onnx(
         network, cfg, meta = load_network(checkpoint, "cpu", channels_last=False)
         height = height or cfg.data.height
         width = width or cfg.data.width
-        extra = {"cacl.checkpoint": str(meta["_path"]), "cacl.backbone": cfg.model.backbone}
+        extra = {
+            "cacl.checkpoint": str(meta["_path"]),
+            "cacl.backbone": cfg.model.backbone,
+            # auto: a backbone trained on another input convention converts inside the graph;
+            # the caller's preprocessing is cacl.mean / cacl.std either way
+            "cacl.input_norm": cfg.model.input_norm,
+        }
     model = _Branch1(network).cpu().eval()
     sample = torch.rand(2, 3, height, width)
     with torch.no_grad():
