@@ -177,3 +177,35 @@ def test_report_of_a_run_without_test_split_says_so_once(tmp_path):
     assert text.count("has no query / gallery split") == 1
     assert "no evaluated epoch yet" not in text and "nan" not in text.lower()
     assert "no CMC curve" not in page
+
+
+def test_every_eval_option_has_help():
+    from cacl.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    for command in ("eval",):
+        options = [a for a in sub.choices[command]._actions if a.option_strings and a.dest != "help"]
+        assert options and all(a.help for a in options), [a.dest for a in options if not a.help]
+
+
+def test_eval_of_a_run_without_test_split_says_what_to_pass(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    from cacl.engine.checkpoint import atomic_save
+
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for i in range(4):
+        Image.new("RGB", (8, 16), (60 * i, 0, 0)).save(crops / f"{i:04d}_c{i % 2 + 1}s1_01.jpg")
+    cfg = load_config("smoke", ["data.name=folder", f"data.root={crops}"])
+    from cacl.models.network import CACLNet
+
+    net = CACLNet("resnet18", "none", 1, True, True)
+    atomic_save(
+        {"format": "cacl-train-v1", "model": net.state_dict(), "config": cfg.to_dict(), "epoch": 1},
+        tmp_path / "run" / "best.pt",
+    )
+    assert main(["eval", str(tmp_path / "run"), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "no query / gallery split" in err and "--data NAME --root FOLDER" in err

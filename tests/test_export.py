@@ -58,6 +58,13 @@ def test_metadata_documents_the_transform(tmp_path):
     assert meta["cacl.color_order"] == "RGB" and meta["cacl.layout"] == "NCHW"
     assert f"[batch, 3, {HEIGHT}, {WIDTH}]" in meta["cacl.input"]
     assert meta["cacl.feature_dim"] == "512" and meta["cacl.checkpoint"] == str(checkpoint)
+    assert meta["cacl.input_norm"] == "auto"
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "m.onnx").stat().st_mode) == 0o666 & ~umask  # not 0600
 
 
 def test_cli_export_and_its_errors(tmp_path, capsys, monkeypatch):

@@ -101,6 +101,12 @@ def test_save_load_round_trip(kind, tmp_path):
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
     assert manifest["count"] == 800 and manifest["distance"] == "squared_euclidean"
     assert [p.name for p in tmp_path.iterdir()] == ["idx"]  # no temporary folder left
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "idx").stat().st_mode) == 0o777 & ~umask  # not owner-only
 
 
 def test_save_is_atomic_and_careful(tmp_path, monkeypatch):

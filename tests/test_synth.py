@@ -113,8 +113,9 @@ def test_existing_output_rules(tiny, tmp_path):
     # The same config again: nothing to do.
     assert generate(root, preset="tiny", seed=0, workers=1, progress=False)["skipped"]
     # A synth folder of another config is refused unless overwrite is asked for.
-    with pytest.raises(SynthOutputError, match="other settings"):
+    with pytest.raises(SynthOutputError, match="other settings") as refused:
         generate(root, preset="tiny", seed=5, progress=False)
+    assert "use --overwrite (overwrite=True from Python)" in str(refused.value)
     # A non-empty folder that is not a synth output is always refused.
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(SynthOutputError, match="not a synthetic dataset"):
