@@ -279,3 +279,14 @@ def test_cluster_source_extract_clusters_fresh_features(cache, tmp_path, monkeyp
     torch.testing.assert_close(seen[0], memory_then[0])  # epoch 1: the memory, just extracted
     # epoch 2: the memory had moved on during epoch 1; the clustered features are fresh ones
     assert not torch.allclose(seen[1], memory_then[1].cpu(), atol=1e-3)
+
+
+def test_seeds_are_derived_as_before_and_differ_per_rank_and_epoch():
+    from cacl.engine.seeds import epoch_seed, loader_seed, rank_seed
+
+    # the formulas runs were measured with (changing them changes every result)
+    assert epoch_seed(1, 3, 0) == 1 * 1_000_003 + 3
+    assert loader_seed(2, 0, 1) == 2 * 100_003 + 7919
+    assert rank_seed(5, 0) == 5
+    seeds = {epoch_seed(s, e, r) for s in (1, 2) for e in range(80) for r in range(8)}
+    assert len(seeds) == 2 * 80 * 8

@@ -14,7 +14,6 @@ rank 0, and only rank 0 logs and writes files.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,8 @@ from cacl.engine.extract import extract_features
 from cacl.engine.labels import describe_clusters
 from cacl.engine.loader import train_loader
 from cacl.engine.relabel import compute_classes
+from cacl.engine.preflight import check_enough_data, check_resume_overrides
+from cacl.engine.seeds import epoch_seed, loader_seed, rank_seed, seed_everything
 from cacl.engine.step import train_step
 from cacl.errors import CaclError, TrainingError
 from cacl.memory import InstanceMemory
@@ -55,47 +56,6 @@ log = logging.getLogger(__name__)
 # Market-1501's 3,368 x 15,913 = 53.6 M fits, 214 MB in float32; MSMT17's 11,659 x 82,161 =
 # 958 M does not, and the report evaluates again).
 KEEP_DISTANCES = 60_000_000
-
-
-#: Settings a resumed run may not change: they define the network or the data it learnt from.
-FIXED_ON_RESUME = ("model.", "data.name", "data.root", "data.height", "data.width",
-                   "data.synth_preset", "data.synth_seed", "data.camera", "data.cam_regex")
-
-
-def check_resume_overrides(saved: Config, new: Config) -> None:
-    """Refuse overrides that change the architecture or the data; log the allowed ones."""
-    old_flat, new_flat = _flatten(saved.to_dict()), _flatten(new.to_dict())
-    changed = [k for k in new_flat if new_flat[k] != old_flat.get(k)]
-    fixed = [k for k in changed if k.startswith(FIXED_ON_RESUME)]
-    if fixed:
-        detail = ", ".join(f"{k} ({old_flat.get(k)!r} -> {new_flat[k]!r})" for k in fixed)
-        raise CaclError(
-            f"a resumed run keeps its network and data; cannot change {detail}. "
-            "Start a new run for that (cacl train --output NEW_FOLDER ...)"
-        )
-    for key in changed:
-        log.info("resume override: %s %r -> %r", key, old_flat.get(key), new_flat[key])
-
-
-def _flatten(tree: dict[str, Any]) -> dict[str, Any]:
-    return {f"{s}.{k}": v for s, values in tree.items() for k, v in values.items()}
-
-
-def check_enough_data(n_train: int, batch_size: int, min_samples: int) -> None:
-    """A clear error before training when the training split cannot give batches or clusters."""
-    need = max(batch_size, min_samples)
-    if n_train < need:
-        raise CaclError(
-            f"the training split holds {n_train} images: too few to train (at least {need}: one "
-            f"batch of train.batch_size={batch_size}, and one cluster of "
-            f"cluster.min_samples={min_samples})"
-        )
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 class Trainer:
@@ -147,7 +107,7 @@ class Trainer:
             save_config(cfg, self.output / rd.CONFIG_FILE)
         log.info("\n%s", self.dataset.summary())
         if self.rank > 0:
-            seed_everything(self._rank_seed(t.seed))  # other augmentations than rank 0's
+            seed_everything(rank_seed(t.seed, self.rank))  # other augmentations than rank 0's
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(
             params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
@@ -333,7 +293,7 @@ class Trainer:
             self.epoch,
             gray=self.memory_tilde is not None,
             device=self.device,
-            loader_seed=self._rank_seed(self.cfg.train.seed * 100003 + self.epoch),
+            loader_seed=loader_seed(self.cfg.train.seed, self.epoch, self.rank),
             rank=self.rank,
             world_size=self.world_size,
         )
@@ -384,13 +344,6 @@ class Trainer:
         self.scheduler.step()
         broadcast_buffers(self.model)  # every rank evaluates and extracts with rank 0's BN stats
         return {k: v / t.iters for k, v in sums.items()}
-
-    def _epoch_seed(self) -> int:
-        return self._rank_seed(self.cfg.train.seed * 1000003 + self.epoch)
-
-    def _rank_seed(self, seed: int) -> int:
-        """``seed`` on rank 0 (as in one process), a different seed on every other rank."""
-        return seed + 7919 * self.rank
 
     def fit(self) -> dict[str, Any]:
         """Run the remaining epochs; return (and write) ``results.json``."""
@@ -448,7 +401,7 @@ class Trainer:
         """Relabel, train, maybe evaluate; return the epoch's history record."""
         t, number = self.cfg.train, self.epoch + 1
         if t.deterministic:
-            seed_everything(self._epoch_seed())
+            seed_everything(epoch_seed(t.seed, self.epoch, self.rank))
         record: dict[str, Any] = {"epoch": number, "cluster": self.relabel()}
         log.info("epoch %d: %s", number, describe_clusters(record["cluster"]))
         t0 = time.time()
