@@ -85,3 +85,15 @@ def test_bad_inputs():
         memory.set_labels(torch.tensor([-1, -1, -1]))
     with pytest.raises(ValueError, match="update needs"):
         memory.update(torch.tensor([0]), torch.randn(2, 2))
+
+
+def test_from_state_dict_rebuilds_rows_labels_and_centroids():
+    g = torch.Generator().manual_seed(0)
+    memory = InstanceMemory(torch.randn(12, 4, generator=g), momentum=0.3)
+    memory.set_labels(torch.arange(12) % 3)
+    memory.update(torch.tensor([0, 5]), torch.randn(2, 4, generator=g))
+    copy = InstanceMemory.from_state_dict(memory.state_dict())
+    assert copy.momentum == 0.3
+    torch.testing.assert_close(copy.features, memory.features)
+    torch.testing.assert_close(copy.centroids, memory.centroids)
+    assert torch.equal(copy.labels, memory.labels)

@@ -148,6 +148,13 @@ class InstanceMemory:
     def state_dict(self) -> dict[str, torch.Tensor | float | None]:
         return {"features": self.features, "labels": self.labels, "momentum": self.momentum}
 
+    @classmethod
+    def from_state_dict(cls, state: dict, device: torch.device | str = "cpu") -> InstanceMemory:
+        """A bank rebuilt from :meth:`state_dict` (rows, labels, centroids) on ``device``."""
+        memory = cls(torch.zeros(1, 1), float(state["momentum"]))
+        memory.load_state_dict(state)
+        return memory.to(device)
+
     def load_state_dict(self, state: dict) -> None:
         self.momentum = float(state["momentum"])
         self.features = state["features"].to(self.device, torch.float32).clone()

@@ -155,13 +155,9 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.memory = InstanceMemory(torch.zeros(1, 1), self.cfg.train.momentum)
-        self.memory.load_state_dict(state["memory"])
-        self.memory.to(self.device)
+        self.memory = InstanceMemory.from_state_dict(state["memory"], self.device)
         if state.get("memory_tilde") is not None:
-            self.memory_tilde = InstanceMemory(torch.zeros(1, 1), self.cfg.train.momentum)
-            self.memory_tilde.load_state_dict(state["memory_tilde"])
-            self.memory_tilde.to(self.device)
+            self.memory_tilde = InstanceMemory.from_state_dict(state["memory_tilde"], self.device)
         self._give_cameras()
         self.classes = state["classes"].numpy() if state.get("classes") is not None else None
         self.epoch, self.history = int(state["epoch"]), list(state["history"])
