@@ -83,6 +83,21 @@ METHODS: dict[str, list[str]] = {
 }
 
 
+#: How the table names the rows (method keys otherwise).
+LABELS = {
+    "paper": "paper pipeline (camera-blind CACL)",
+    "center": "+ camera centring",
+    "center+camera": "+ camera term (`loss.camera_weight=0.5`)",
+    "center+camera+extract": "+ fresh features (`cluster.source=extract`) = **shipped default**",
+    "one-branch center+camera+extract": "one-branch baseline, same options",
+    "center+camera+extract both": "shipped, camera term on both branches",
+    "center+ca_jaccard+camera+extract": "shipped + CA-Jaccard",
+    "center+extract": "camera centring + fresh features (no camera term)",
+    "ca_jaccard": "paper + CA-Jaccard",
+    "center+ca_jaccard": "camera centring + CA-Jaccard",
+}
+
+
 def summarise(method: str, seed: int, config: str, overrides: list[str], result: dict) -> dict:
     """The line kept in the results file: scores, last epoch's clustering, wall time."""
     history = result.get("history") or []
@@ -115,6 +130,7 @@ def mean_spread(values: list[float], digits: int = 3) -> str:
 
 
 def print_table(path: Path, config: str | None = None) -> None:
+    """The Markdown table of the runs in ``path`` (one row per method, mean ± sd over seeds)."""
     rows: dict[str, list[dict]] = {}
     for line in path.read_text().splitlines():
         if line.strip():
@@ -124,11 +140,13 @@ def print_table(path: Path, config: str | None = None) -> None:
     print("| method | seeds | mAP | rank-1 | ARI (last epoch) | own-camera 10-NN (chance) | "
           "2+ camera clusters | wall time (min) |")
     print("|---|---|---|---|---|---|---|---|")
-    for method, results in rows.items():
-        seeds = ",".join(str(r["seed"]) for r in results)
+    order = {m: i for i, m in enumerate(["paper", "center", "center+camera",
+                                          "center+camera+extract"])}
+    for method, results in sorted(rows.items(), key=lambda kv: order.get(kv[0], 99)):
+        seeds = ",".join(str(r["seed"]) for r in sorted(results, key=lambda r: r["seed"]))
         chance = mean_spread([r["own_camera_chance"] for r in results], 2)
         print(
-            f"| {method} | {seeds} | {mean_spread([r['mAP'] for r in results])} | "
+            f"| {LABELS.get(method, method)} | {seeds} | {mean_spread([r['mAP'] for r in results])} | "
             f"{mean_spread([r['rank1'] for r in results])} | "
             f"{mean_spread([r['ari'] for r in results])} | "
             f"{mean_spread([r['own_camera_share'] for r in results], 2)} ({chance}) | "
