@@ -269,7 +269,9 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
 
 def _check_choice(key: str, value: str, choices) -> None:
     if value not in choices:
-        raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+        choices = list(choices)
+        valid = " or ".join(choices) if len(choices) == 2 else f"one of {', '.join(choices)}"
+        raise ConfigError(f"{key} must be {valid}, got {value!r}")
 
 
 def validate(cfg: Config) -> None:
@@ -296,28 +298,15 @@ def validate(cfg: Config) -> None:
         raise ConfigError("cluster.outliers must be singleton or drop")
     if cfg.cluster.on_no_cluster not in ("continue", "stop"):
         raise ConfigError("cluster.on_no_cluster must be continue or stop")
-    if cfg.model.input_norm not in ("auto", "imagenet"):
-        raise ConfigError(
-            f"model.input_norm must be auto or imagenet, got {cfg.model.input_norm!r}"
-        )
-    if cfg.loss.camera_branches not in ("colour", "both"):
-        raise ConfigError(
-            f"loss.camera_branches must be colour or both, got {cfg.loss.camera_branches!r}"
-        )
+    _check_choice("model.input_norm", cfg.model.input_norm, ("auto", "imagenet"))
+    _check_choice("loss.camera_branches", cfg.loss.camera_branches, ("colour", "both"))
     if cfg.loss.camera_weight < 0 or cfg.loss.camera_temperature <= 0:
         raise ConfigError("loss.camera_weight must be >= 0 and loss.camera_temperature > 0")
     if cfg.loss.camera_negatives < 1:
         raise ConfigError("loss.camera_negatives must be at least 1")
-    if cfg.cluster.source not in ("memory", "extract"):
-        raise ConfigError(f"cluster.source must be memory or extract, got {cfg.cluster.source!r}")
-    if cfg.cluster.camera_norm not in ("none", "center"):
-        raise ConfigError(
-            f"cluster.camera_norm must be none or center, got {cfg.cluster.camera_norm!r}"
-        )
-    if cfg.cluster.distance not in ("jaccard", "ca_jaccard"):
-        raise ConfigError(
-            f"cluster.distance must be jaccard or ca_jaccard, got {cfg.cluster.distance!r}"
-        )
+    _check_choice("cluster.source", cfg.cluster.source, ("memory", "extract"))
+    _check_choice("cluster.camera_norm", cfg.cluster.camera_norm, ("none", "center"))
+    _check_choice("cluster.distance", cfg.cluster.distance, ("jaccard", "ca_jaccard"))
     c = cfg.cluster
     if min(c.k1_intra, c.k1_inter) < 1 or min(c.k2_intra, c.k2_inter) < 0:
         raise ConfigError(

@@ -211,7 +211,7 @@ def own_camera_share(
         sim[torch.arange(q.numel(), device=x.device), q] = -math.inf  # not itself
         top = sim.topk(k, dim=1).indices
         own += int((cam_t[top] == cam_t[q][:, None]).sum())
-    counts = np.bincount(np.unique(cams, return_inverse=True)[1])
-    per_row = counts[np.unique(cams, return_inverse=True)[1]]
+    _, inverse, counts = np.unique(cams, return_inverse=True, return_counts=True)
+    per_row = counts[inverse]
     chance = float(((per_row[rows] - 1) / (n - 1)).mean())
     return own / (rows.size * k), chance
