@@ -32,10 +32,10 @@ from _stages import load_average  # noqa: E402
 def extracted_features(args: argparse.Namespace) -> tuple[np.ndarray, list[str], np.ndarray]:
     import torch
 
+    from cacl.checkpoints.io import atomic_save
     from cacl.config import Config
     from cacl.data.images import list_images
     from cacl.data.synth import generate
-    from cacl.engine.checkpoint import atomic_save
     from cacl.inference import FeatureExtractor
     from cacl.models import CACLNet
 

@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cacl.checkpoints.io import LAST, load_checkpoint
 from cacl.config import config_from_dict
-from cacl.engine.checkpoint import LAST, load_checkpoint
-from cacl.engine.evaluate import network_distances, score_distances
 from cacl.engine.step import compute_losses
 from cacl.engine.trainer import Trainer
+from cacl.evaluation.network import network_distances, score_distances
 
 
 def camera_bias(distmat: np.ndarray, dataset, top: int = 10) -> tuple[float, float]:

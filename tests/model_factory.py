@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
+from cacl.checkpoints.io import atomic_save
 from cacl.config import Config
-from cacl.engine.checkpoint import atomic_save
 from cacl.models import CACLNet
 
 

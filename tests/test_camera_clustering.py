@@ -14,9 +14,9 @@ from cacl.clustering.knn import prepare_features
 from cacl.errors import CaclError
 from kreciprocal_reference import (
     clustered_features,
-    densify,
     dense_ca_jaccard,
     dense_camera_centered,
+    densify,
 )
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

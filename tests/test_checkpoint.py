@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cacl.engine.checkpoint import (
+from cacl.checkpoints.io import (
     CheckpointError,
     atomic_save,
     load_checkpoint,

@@ -9,10 +9,10 @@ import stat
 import pytest
 import torch
 
+from cacl.checkpoints.io import atomic_save
+from cacl.checkpoints.run_dir import check_new_output, write_json_atomic
 from cacl.cli import main
 from cacl.config import ConfigError, load_config
-from cacl.engine.checkpoint import atomic_save
-from cacl.engine.run_dir import check_new_output, write_json_atomic
 
 
 def test_train_refuses_an_output_folder_that_holds_files(tmp_path, capsys):
@@ -147,7 +147,7 @@ def test_argument_errors_are_one_line(tmp_path, capsys):
 
 
 def test_a_damaged_checkpoint_says_so_without_unsafe_advice(tmp_path):
-    from cacl.engine.checkpoint import CheckpointError, load_checkpoint
+    from cacl.checkpoints.io import CheckpointError, load_checkpoint
 
     (tmp_path / "best.pt").write_bytes(b"\x80\x02not a checkpoint at all")
     with pytest.raises(CheckpointError, match="damaged") as info:
@@ -192,7 +192,7 @@ def test_every_eval_option_has_help():
 def test_eval_of_a_run_without_test_split_says_what_to_pass(tmp_path, capsys, monkeypatch):
     from PIL import Image
 
-    from cacl.engine.checkpoint import atomic_save
+    from cacl.checkpoints.io import atomic_save
 
     crops = tmp_path / "crops"
     crops.mkdir()

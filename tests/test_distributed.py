@@ -19,10 +19,10 @@ import torch
 import torch.multiprocessing as mp
 
 from cacl import distributed
+from cacl.checkpoints.io import load_checkpoint
 from cacl.config import LossConfig, load_config
 from cacl.data.sampler import CameraAwareIdentitySampler, SeededViews
 from cacl.engine.amp import Precision
-from cacl.engine.checkpoint import load_checkpoint
 from cacl.engine.ddp import convert_sync_batchnorm, describe_batch, prepare_model
 from cacl.engine.step import compute_losses, train_step
 from cacl.errors import CaclError

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+from cacl.checkpoints.network import load_network
 from cacl.data.transforms import test_transform
 from cacl.data.types import Sample
-from cacl.engine.extract import extract_features
-from cacl.engine.loading import load_network
+from cacl.evaluation.extract import extract_features
 from cacl.inference import FeatureExtractor, ImageInputError
 from conftest import write_image
 from model_factory import save_random_checkpoint

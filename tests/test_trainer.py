@@ -10,15 +10,15 @@ import torch
 import torchvision.transforms as T
 from PIL import Image
 
+from cacl.checkpoints.io import load_checkpoint
+from cacl.checkpoints.network import load_network
 from cacl.cli import main
 from cacl.config import load_config
 from cacl.data.default import resolve_dataset
 from cacl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from cacl.engine.checkpoint import load_checkpoint
-from cacl.engine.evaluate import evaluate_network, score_distances
-from cacl.engine.loading import load_network
-from cacl.errors import TrainingError
 from cacl.engine.trainer import Trainer
+from cacl.errors import TrainingError
+from cacl.evaluation.network import evaluate_network, score_distances
 
 FAST = [
     "data.height=32",

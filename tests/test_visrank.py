@@ -10,15 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
+from cacl.checkpoints.io import atomic_save
+from cacl.checkpoints.network import load_network
 from cacl.cli import main
 from cacl.config import load_config
 from cacl.data.default import resolve_dataset
 from cacl.data.transforms import test_transform
 from cacl.data.types import Sample
-from cacl.engine.checkpoint import atomic_save
-from cacl.engine.evaluate import squared_euclidean
-from cacl.engine.extract import extract_features
-from cacl.engine.loading import load_network
+from cacl.evaluation.extract import extract_features
+from cacl.evaluation.network import squared_euclidean
 from cacl.models import CACLNet
 from cacl.report.visrank import (
     MATCH_COLOUR,

@@ -36,6 +36,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from cacl.checkpoints.io import LAST, load_checkpoint
     from cacl.cli import CommandError
     from cacl.clustering import labels_from_distance
     from cacl.clustering.camera import own_camera_share
@@ -43,7 +44,6 @@ def run(args: argparse.Namespace) -> int:
     from cacl.clustering.pseudo_labels import encoding
     from cacl.config import config_from_dict
     from cacl.data.default import resolve_dataset
-    from cacl.engine.checkpoint import LAST, load_checkpoint
     from cacl.engine.labels import camera_stats, cluster_stats
 
     bad = [e for e in args.eps if not 0 < e < 1]

@@ -32,11 +32,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cacl.checkpoints.network import load_network
     from cacl.data.default import resolve_dataset
-    from cacl.engine.evaluate import evaluate_network
-    from cacl.engine.loading import load_network
     from cacl.distributed import resolve_device
     from cacl.errors import CaclError
+    from cacl.evaluation.network import evaluate_network
 
     if args.batch_size < 1 or args.workers < 0:
         raise CaclError("--batch-size must be at least 1 and --workers at least 0")

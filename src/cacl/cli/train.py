@@ -34,9 +34,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cacl.checkpoints.run_dir import check_new_output, new_run_dir
     from cacl.cli import CommandError
     from cacl.config import load_config
-    from cacl.engine.run_dir import check_new_output, new_run_dir
     from cacl.engine.trainer import Trainer
 
     if args.resume:

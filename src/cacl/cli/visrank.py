@@ -39,8 +39,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cacl.checkpoints.network import load_network
     from cacl.data.default import resolve_dataset
-    from cacl.engine.loading import load_network
     from cacl.distributed import resolve_device
     from cacl.report.visrank import VisrankError, compute_ranking, write_visrank
 

@@ -6,11 +6,14 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cacl.config import DataConfig
 from cacl.data.readers import load_dataset
 from cacl.data.types import ReidDataset
 from cacl.errors import DatasetError
+
+if TYPE_CHECKING:  # the config layer sits above data: annotations only
+    from cacl.config import DataConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,1 @@
-"""Training engine: checkpoints, feature extraction passes and the CACL trainer."""
+"""Training: the CACL trainer (relabel -> train an epoch -> evaluate -> checkpoint) and its parts."""

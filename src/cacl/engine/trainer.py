@@ -24,12 +24,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from cacl import distributed
-from cacl.config import Config, apply_overrides, config_from_dict, save_config
-from cacl.data.default import resolve_dataset
-from cacl.data.transforms import test_transform
-from cacl.engine import run_dir as rd
-from cacl.engine.amp import Precision
-from cacl.engine.checkpoint import (
+from cacl.checkpoints import run_dir as rd
+from cacl.checkpoints.io import (
     BEST,
     LAST,
     atomic_save,
@@ -37,16 +33,20 @@ from cacl.engine.checkpoint import (
     rng_state,
     set_rng_state,
 )
+from cacl.config import Config, apply_overrides, config_from_dict, save_config
+from cacl.data.default import resolve_dataset
+from cacl.data.transforms import test_transform
+from cacl.engine.amp import Precision
 from cacl.engine.ddp import broadcast_buffers, describe_batch, prepare_model
-from cacl.engine.evaluate import network_distances, score_distances
-from cacl.engine.extract import extract_features
 from cacl.engine.labels import describe_clusters
-from cacl.engine.loader import train_loader
-from cacl.engine.relabel import compute_classes
 from cacl.engine.preflight import check_enough_data, check_resume_overrides
+from cacl.engine.relabel import compute_classes
 from cacl.engine.seeds import epoch_seed, loader_seed, rank_seed, seed_everything
 from cacl.engine.step import train_step
+from cacl.engine.train_data import train_loader
 from cacl.errors import CaclError, TrainingError
+from cacl.evaluation.extract import extract_features
+from cacl.evaluation.network import network_distances, score_distances
 from cacl.memory import InstanceMemory
 from cacl.models import CACLNet, use_channels_last
 

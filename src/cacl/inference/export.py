@@ -124,7 +124,7 @@ def export_onnx(
             raise ExportError("height and width are needed to export a network in memory")
         network = checkpoint
     else:
-        from cacl.engine.loading import load_network
+        from cacl.checkpoints.network import load_network
 
         network, cfg, meta = load_network(checkpoint, "cpu", channels_last=False)
         height = height or cfg.data.height

@@ -4,7 +4,7 @@
 >>> features = extractor(["a.jpg", "b.jpg", pil_image, uint8_array])  # (4, D) float32, L2 norm 1
 
 The features are branch 1's ``x`` (the re-ID feature the evaluation uses), computed exactly as
-:func:`cacl.engine.evaluate.evaluate_network` computes them: the image is read as RGB, passed
+:func:`cacl.evaluation.network.evaluate_network` computes them: the image is read as RGB, passed
 through :func:`cacl.data.transforms.test_transform` at the checkpoint's ``data.height`` x
 ``data.width`` (bicubic resize, ImageNet mean / std) and through the network in eval mode.
 Compare two features with the squared Euclidean distance (``2 - 2 cos`` for these unit vectors).
@@ -164,8 +164,8 @@ class FeatureExtractor:
         workers: int = 0,
         progress: bool | None = None,
     ) -> None:
-        from cacl.engine.checkpoint import BEST, resolve_checkpoint
-        from cacl.engine.loading import load_network
+        from cacl.checkpoints.io import BEST, resolve_checkpoint
+        from cacl.checkpoints.network import load_network
 
         self.device = resolve_inference_device(device)
         self.checkpoint: Path | None = resolve_checkpoint(checkpoint, prefer=BEST)

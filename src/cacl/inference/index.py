@@ -4,7 +4,7 @@ Distances are squared Euclidean between the L2-normalised features (``2 - 2 cos`
 ``cacl eval`` ranks by. Three kinds of index:
 
 - ``flat``: exact search with PyTorch, the same arithmetic as the evaluation
-  (:func:`cacl.engine.evaluate.squared_euclidean`, then the k smallest); needs no faiss;
+  (:func:`cacl.evaluation.network.squared_euclidean`, then the k smallest); needs no faiss;
 - ``ivf``: faiss ``IndexIVFFlat`` (k-means cells; a query scans ``nprobe`` of ``nlist`` cells);
 - ``hnsw``: faiss ``IndexHNSWFlat`` (a proximity graph; ``ef_search`` candidates per query).
 
@@ -203,7 +203,7 @@ class GalleryIndex:
         return distances, indices.astype(np.int64)
 
     def _search_flat(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        # cacl.engine.evaluate.squared_euclidean's arithmetic, |q|^2 + |g|^2 - 2 q.g in float32,
+        # cacl.evaluation.network.squared_euclidean's arithmetic, |q|^2 + |g|^2 - 2 q.g in float32,
         # with |g|^2 computed once per index instead of once per query
         gallery = torch.from_numpy(self._features)
         if self._gallery_sq is None:

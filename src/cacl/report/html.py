@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cacl.checkpoints import run_dir as rd
+from cacl.checkpoints.io import BEST
 from cacl.data.types import ReidDataset
-from cacl.engine import run_dir as rd
-from cacl.engine.checkpoint import BEST
 from cacl.errors import CaclError
 from cacl.files import chmod_like_new_file
 from cacl.report.visrank import Ranking, choose_queries, render_rows, top_matches
@@ -156,7 +156,7 @@ def _rank_best(
     extract: dict[str, Any],
 ) -> tuple[Ranking | None, dict[str, Any]]:
     """Evaluate the best checkpoint again; on failure add a note and return ``None``."""
-    from cacl.engine.loading import load_network
+    from cacl.checkpoints.network import load_network
     from cacl.distributed import resolve_device
     from cacl.report.visrank import compute_ranking
 

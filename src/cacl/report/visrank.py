@@ -1,6 +1,6 @@
 """Ranked-result pictures: queries chosen by their average precision, their top gallery matches.
 
-The ranking is the evaluation's (``cacl.engine.evaluate``): branch 1 features, squared Euclidean
+The ranking is the evaluation's (``cacl.evaluation.network``): branch 1 features, squared Euclidean
 distance, gallery images of the query's identity *and* camera removed, the order of
 ``np.argsort`` (ties as in the metrics); junk images are already dropped by the dataset readers.
 The per-query average precision comes from :func:`cacl.evaluation.evaluate` itself
@@ -25,9 +25,9 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from cacl.data.types import ReidDataset, Sample
-from cacl.engine.evaluate import network_distances
 from cacl.errors import CaclError
 from cacl.evaluation import RetrievalResult, evaluate
+from cacl.evaluation.network import network_distances
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ import torch
 
 from cacl.data.transforms import test_transform
 from cacl.data.types import ReidDataset
-from cacl.engine.extract import extract_features
 from cacl.errors import CaclError
 from cacl.evaluation import evaluate
+from cacl.evaluation.extract import extract_features
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
+from cacl.checkpoints.io import BEST, CheckpointError, load_checkpoint
 from cacl.config import Config, config_from_dict
-from cacl.engine.checkpoint import BEST, CheckpointError, load_checkpoint
 from cacl.models import CACLNet, use_channels_last
 
 

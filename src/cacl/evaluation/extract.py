@@ -1,4 +1,4 @@
-"""Feature extraction passes (memory initialisation, evaluation).
+"""The one feature extraction pass (memory initialisation, relabelling, evaluation, visrank).
 
 With ``shard=True`` under a process group every rank extracts a contiguous share of the samples
 and the shares are gathered in rank order, so every rank ends with the features of all samples, in
