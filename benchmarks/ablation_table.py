@@ -66,8 +66,19 @@ CAMERA_ABLATION_EQUIVALENTS = {
 def ensure_set(sets_dir: Path, name: str) -> Path:
     """Write the set ``name`` under ``sets_dir`` once (``cacl synth`` skips an identical set)."""
     root = sets_dir / name
-    cmd = [sys.executable, "-m", "cacl", "synth", str(root), "--preset", "small", "--seed", "0",
-           "--no-progress", *SETS[name]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cacl",
+        "synth",
+        str(root),
+        "--preset",
+        "small",
+        "--seed",
+        "0",
+        "--no-progress",
+        *SETS[name],
+    ]
     subprocess.run(cmd, check=True)
     return root
 
@@ -93,8 +104,10 @@ def load_rows(results: Path, camera_results: Path) -> dict[tuple[str, str, str],
 
 def print_table(results: Path, camera_results: Path) -> None:
     rows = load_rows(results, camera_results)
-    print("| set | clustering | method | seeds | mAP | rank-1 | ARI (last epoch) | "
-          "own-camera 10-NN (chance) | wall time (min) |")
+    print(
+        "| set | clustering | method | seeds | mAP | rank-1 | ARI (last epoch) | "
+        "own-camera 10-NN (chance) | wall time (min) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     order = [(s, c, m) for s in SETS for c in CLUSTERING for m in METHODS]
     for key in order:
@@ -121,8 +134,9 @@ def main() -> None:
     parser.add_argument("--camera-results", type=Path, default=CAMERA_RESULTS)
     parser.add_argument("--sets", nargs="+", default=["colour"], choices=list(SETS))
     parser.add_argument("--clustering", nargs="+", default=["shipped"], choices=list(CLUSTERING))
-    parser.add_argument("--methods", nargs="+", default=["cacl", "one-branch"],
-                        choices=list(METHODS))
+    parser.add_argument(
+        "--methods", nargs="+", default=["cacl", "one-branch"], choices=list(METHODS)
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--table", action="store_true", help="only print the table of --results")
     args = parser.parse_args()
@@ -134,8 +148,12 @@ def main() -> None:
             for seed in args.seeds:
                 for clustering in args.clustering:
                     for method in args.methods:
-                        overrides = [*data, *CLUSTERING[clustering], *METHODS[method],
-                                     f"train.seed={seed}"]
+                        overrides = [
+                            *data,
+                            *CLUSTERING[clustering],
+                            *METHODS[method],
+                            f"train.seed={seed}",
+                        ]
                         out = args.out / f"{set_name}-{clustering}-{method}-seed{seed}"
                         fresh = not (out / "results.json").is_file()
                         result = run_training(out, args.config, overrides)

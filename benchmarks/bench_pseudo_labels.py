@@ -71,7 +71,7 @@ def pipeline_worker(args: argparse.Namespace) -> dict[str, Any]:
         features, ids, cams = synthetic_memory(
             args.n, args.dim, cameras=args.cameras, noise=args.noise, seed=args.seed
         )
-    x = prepare_features(features, normalize=True)
+    x = prepare_features(features, normalize=True).to(args.device)
     if args.camera_norm == "center":
         with meter.stage("camera_norm"):
             x = camera_centered(x, cams)
@@ -96,8 +96,14 @@ def pipeline_worker(args: argparse.Namespace) -> dict[str, Any]:
     with meter.stage("refine"):
         labels = refine_from_encoding(v, raw, tight)
     kept = labels >= 0
+    gpu_peak = None
+    if str(args.device).startswith("cuda"):
+        import torch
+
+        gpu_peak = torch.cuda.max_memory_allocated() / 1024**3
     return {
         "n": args.n,
+        "gpu_peak_gb": gpu_peak,
         "stages": meter.stages,
         "peak_method": meter.method,
         "nnz_per_row": graph.nnz / args.n,
@@ -118,7 +124,7 @@ def floor_worker(args: argparse.Namespace) -> dict[str, Any]:
         features, _, _ = synthetic_memory(
             args.n, args.dim, cameras=args.cameras, noise=args.noise, seed=args.seed
         )
-        x = prepare_features(features, normalize=True)
+        x = prepare_features(features, normalize=True).to(args.device)
     with meter.stage(f"knn_{args.backend}"):
         knn_prepared(x, args.k1, metric="cosine", backend=args.backend)
     return {"n": args.n, "stages": meter.stages}
@@ -142,6 +148,7 @@ def main() -> None:
     parser.add_argument("--k2-inter", type=int, default=3)
     parser.add_argument("--no-floor", action="store_true", help="skip the kNN-alone runs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="where the kNN runs (cpu, cuda)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -154,7 +161,7 @@ def main() -> None:
     common = ["--dim", str(args.dim), "--noise", str(args.noise), "--seed", str(args.seed)]
     common += ["--k1", str(args.k1), "--k2", str(args.k2), "--eps", str(args.eps)]
     common += ["--cameras", str(args.cameras), "--distance", args.distance]
-    common += ["--camera-norm", args.camera_norm]
+    common += ["--camera-norm", args.camera_norm, "--device", args.device]
     common += ["--k1-intra", str(args.k1_intra), "--k1-inter", str(args.k1_inter)]
     common += ["--k2-intra", str(args.k2_intra), "--k2-inter", str(args.k2_inter)]
     ca = (
@@ -165,7 +172,7 @@ def main() -> None:
     print(
         f"pseudo labels benchmark, D = {args.dim}, {args.cameras} cameras, distance "
         f"{args.distance}{ca}, camera_norm {args.camera_norm}, k1 = {args.k1}, k2 = {args.k2}, "
-        f"eps = {args.eps}; {load_average()} at start"
+        f"eps = {args.eps}, device {args.device}; {load_average()} at start"
     )
     for n in args.sizes:
         result = run_worker(__file__, ["--n", str(n), "--backend", args.backend, *common])
@@ -181,6 +188,8 @@ def main() -> None:
         peak = max(s["peak_gb"] for s in stages.values())
         print_stage("pipeline", {**total, "peak_gb": peak})
         print(f"  (peak RSS per stage from {result['peak_method']}; CPU = user + system seconds)")
+        if result.get("gpu_peak_gb") is not None:
+            print(f"  peak GPU memory allocated {result['gpu_peak_gb']:.2f} GB")
         print(
             f"  Jaccard entries <= eps per row {result['nnz_per_row']:.1f}; "
             f"{result['clusters_raw']} clusters / {result['outliers_raw']} outliers before "
