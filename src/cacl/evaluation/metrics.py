@@ -158,21 +158,9 @@ def evaluate(
     q_camids_np = _to_numpy(q_camids, "q_camids")
     g_camids_np = _to_numpy(g_camids, "g_camids")
     _validate(dist, q_pids_np, g_pids_np, q_camids_np, g_camids_np)
-    if isinstance(max_rank, bool) or not isinstance(max_rank, int | np.integer) or max_rank < 1:
-        raise EvaluationError(f"max_rank must be a positive integer, got {max_rank!r}")
+    max_rank = _check_max_rank(max_rank, dist.shape[1])
     if num_workers < 1:
         raise ValueError(f"num_workers must be >= 1, got {num_workers}")
-
-    num_q, num_g = dist.shape
-    if num_g < max_rank:
-        logger.warning(
-            "The gallery has only %d images, fewer than max_rank=%d: the CMC curve is cut to "
-            "rank %d.",
-            num_g,
-            max_rank,
-            num_g,
-        )
-        max_rank = num_g
 
     # Gallery indices grouped by identity: the same-identity images of a query are one slice.
     g_by_pid = np.argsort(g_pids_np, kind="stable")
@@ -180,8 +168,6 @@ def evaluate(
     lo = np.searchsorted(g_pids_sorted, q_pids_np, side="left")
     hi = np.searchsorted(g_pids_sorted, q_pids_np, side="right")
     num_same_id = hi - lo
-
-    bounds = _chunk_bounds(num_same_id, num_g, dist.itemsize, chunk_bytes, num_workers)
 
     def run(chunk: tuple[int, int]) -> tuple[np.ndarray, ...]:
         start, stop = chunk
@@ -195,6 +181,7 @@ def evaluate(
             same_camera_filter,
         )
 
+    bounds = _chunk_bounds(num_same_id, dist.shape[1], dist.itemsize, chunk_bytes, num_workers)
     chunks = list(zip(bounds[:-1], bounds[1:], strict=True))
     try:
         if num_workers == 1 or len(chunks) == 1:
@@ -204,8 +191,37 @@ def evaluate(
                 parts = list(pool.map(run, chunks))
     except _NaNFound:
         raise EvaluationError(_nan_message(dist)) from None
-    num_matches, ap, first_rank, last_rank = (np.concatenate(p) for p in zip(*parts, strict=True))
+    per_query = [np.concatenate(p) for p in zip(*parts, strict=True)]
+    return _summarise(*per_query, num_same_id, same_camera_filter, max_rank)
 
+
+def _check_max_rank(max_rank: int, num_g: int) -> int:
+    """``max_rank`` checked, and cut (with a warning) to a smaller gallery."""
+    if isinstance(max_rank, bool) or not isinstance(max_rank, int | np.integer) or max_rank < 1:
+        raise EvaluationError(f"max_rank must be a positive integer, got {max_rank!r}")
+    if num_g < max_rank:
+        logger.warning(
+            "The gallery has only %d images, fewer than max_rank=%d: the CMC curve is cut to "
+            "rank %d.",
+            num_g,
+            max_rank,
+            num_g,
+        )
+        return num_g
+    return max_rank
+
+
+def _summarise(
+    num_matches: np.ndarray,
+    ap: np.ndarray,
+    first_rank: np.ndarray,
+    last_rank: np.ndarray,
+    num_same_id: np.ndarray,
+    same_camera_filter: bool,
+    max_rank: int,
+) -> RetrievalResult:
+    """CMC, mAP and mINP from the per-query statistics of :func:`_evaluate_chunk`."""
+    num_q = len(num_matches)
     valid = num_matches > 0
     num_valid = int(valid.sum())
     num_skipped = num_q - num_valid
@@ -220,15 +236,12 @@ def evaluate(
             " under another camera" if same_camera_filter else "",
             num_valid,
         )
-
     first = first_rank[valid]
     hits = np.bincount(first[first < max_rank], minlength=max_rank)
     cmc = np.cumsum(hits).astype(np.float32) / float(num_valid)
-    mAP = float(np.mean(ap[valid]))
-    mINP = float(np.mean(num_matches[valid] / (last_rank[valid] + 1.0)))
     return RetrievalResult(
-        mAP=mAP,
-        mINP=mINP,
+        mAP=float(np.mean(ap[valid])),
+        mINP=float(np.mean(num_matches[valid] / (last_rank[valid] + 1.0))),
         cmc=cmc,
         num_valid_queries=num_valid,
         num_skipped=num_skipped,
@@ -273,26 +286,7 @@ def _evaluate_chunk(
     else:
         junk = np.zeros(num_pairs, dtype=bool)
 
-    # Position of each pair's gallery image in the argsort order of its row.  Without ties it is
-    # the number of strictly smaller distances in the row.
-    sorted_rows = np.sort(dist, axis=1)
-    if is_float and np.isnan(sorted_rows[:, -1]).any():
-        raise _NaNFound  # np.sort puts NaN last: checking the last column is enough
-    pos = _count_less(sorted_rows, pair_q, values)
-    after = np.minimum(pos + 1, num_g - 1)
-    tied = (pos + 1 < num_g) & (sorted_rows[pair_q, after] == values)
-    del sorted_rows
-    if tied.any():
-        # The rank of a tied image depends on np.argsort's tie-breaking: ask np.argsort.
-        tie_rows = np.unique(pair_q[tied])
-        order = np.argsort(dist[tie_rows], axis=1)
-        inverse = np.empty_like(order)
-        np.put_along_axis(inverse, order, np.broadcast_to(np.arange(num_g), order.shape), axis=1)
-        del order
-        row_is_tied = np.zeros(num_q, dtype=bool)
-        row_is_tied[tie_rows] = True
-        sel = row_is_tied[pair_q]
-        pos[sel] = inverse[np.searchsorted(tie_rows, pair_q[sel]), pair_g[sel]]
+    pos = _positions(dist, pair_q, pair_g, values)
 
     # Order the pairs of each query by position (positions in a row are distinct).
     by_rank = np.argsort(pair_q * np.int64(num_g) + pos)
@@ -317,6 +311,35 @@ def _evaluate_chunk(
     is_last = index_m == num_matches[q_m]
     last_rank[q_m[is_last]] = rank_m[is_last]
     return num_matches, ap, first_rank, last_rank
+
+
+def _positions(
+    dist: np.ndarray, pair_q: np.ndarray, pair_g: np.ndarray, values: np.ndarray
+) -> np.ndarray:
+    """Position of each pair's gallery image in the ``np.argsort`` order of its row.
+
+    Without ties it is the number of strictly smaller distances in the row (a binary search in
+    the sorted row); rows where a pair's distance is tied are ranked with ``np.argsort`` itself.
+    """
+    num_q, num_g = dist.shape
+    sorted_rows = np.sort(dist, axis=1)
+    if np.issubdtype(dist.dtype, np.floating) and np.isnan(sorted_rows[:, -1]).any():
+        raise _NaNFound  # np.sort puts NaN last: checking the last column is enough
+    pos = _count_less(sorted_rows, pair_q, values)
+    after = np.minimum(pos + 1, num_g - 1)
+    tied = (pos + 1 < num_g) & (sorted_rows[pair_q, after] == values)
+    del sorted_rows
+    if tied.any():
+        tie_rows = np.unique(pair_q[tied])
+        order = np.argsort(dist[tie_rows], axis=1)
+        inverse = np.empty_like(order)
+        np.put_along_axis(inverse, order, np.broadcast_to(np.arange(num_g), order.shape), axis=1)
+        del order
+        row_is_tied = np.zeros(num_q, dtype=bool)
+        row_is_tied[tie_rows] = True
+        sel = row_is_tied[pair_q]
+        pos[sel] = inverse[np.searchsorted(tie_rows, pair_q[sel]), pair_g[sel]]
+    return pos
 
 
 def _count_less(sorted_rows: np.ndarray, rows: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -176,60 +177,112 @@ class _Painter:
         return mask
 
 
+@dataclass
+class _Body:
+    """One person in one image, in body coordinates, with the painter the parts are drawn by."""
+
+    person: Identity
+    pose: Pose
+    u: np.ndarray  # (1, W) horizontal offset from the body axis (mirrored when flipped)
+    v: np.ndarray  # (H, 1) 0 at the top of the head, 1 at the soles
+    ub: np.ndarray  # u in body width (narrower in side view)
+    px: float  # one pixel in body units
+    colors: np.ndarray
+    skin: np.ndarray
+    pen: _Painter
+
+    @property
+    def side(self) -> bool:
+        return self.pose.view == SIDE
+
+    @property
+    def hr(self) -> float:  # head radius
+        return self.person.head
+
+    @property
+    def vs(self) -> float:  # shoulders
+        return 2 * self.person.head + 0.02
+
+    @property
+    def vh(self) -> float:  # hips
+        return self.vs + self.person.torso
+
+
+_ANKLES = 0.965  # v of the ankles (shoes below)
+
+
 def render_person(
     rng: np.random.Generator, canvas: np.ndarray, person: Identity, pose: Pose, cam: Camera
 ) -> np.ndarray:
     """Paint ``person`` as ``cam`` records it onto ``canvas`` (in place); return the mask.
 
-    Only the columns that the person can reach are computed (a crop of ``canvas``).
+    Only the columns that the person can reach are computed (a crop of ``canvas``). The parts are
+    painted back to front: legs, torso, backpack, arms, bag, head.
     """
     reach = 0.3 * pose.size
     x0 = min(max(int(np.floor(pose.xc - reach)), 0), IMAGE_WIDTH - 1)
     x1 = min(max(int(np.ceil(pose.xc + reach)), x0 + 1), IMAGE_WIDTH)
     canvas = canvas[:, x0:x1]
     px = 1.0 / pose.size
-    v = (_Y - pose.top) * px  # (H, 1)
     u = (_X[:, x0:x1] - pose.xc) * px  # (1, W)
     if pose.flip:
         u = -u
-    side = pose.view == SIDE
-    ub = u / 0.7 if side else u  # body coordinate: narrower body in side view
     colors = PALETTE * rng.uniform(0.93, 1.07, size=(len(PALETTE), 1)).astype(np.float32)
     skin = SKIN[person.skin] * float(rng.uniform(0.95, 1.05))
-    hair = HAIR[person.hair]
+    body = _Body(
+        person=person,
+        pose=pose,
+        u=u,
+        v=(_Y - pose.top) * px,  # (H, 1)
+        ub=u / 0.7 if pose.view == SIDE else u,
+        px=px,
+        colors=colors,
+        skin=skin,
+        pen=_Painter((IMAGE_HEIGHT, x1 - x0)),
+    )
+    _paint_legs(body)
+    torso, t_upper = _paint_torso(body)
+    _paint_backpack(body, torso)
+    _paint_arms(body, t_upper)
+    _paint_bag(body, torso)
+    _paint_head(body)
+    # Round-body shading: darker towards the silhouette's sides.
+    shade = 1.0 - 0.35 * np.minimum((body.ub / (person.shoulder * 1.4)) ** 2, 1.0)
+    return body.pen.compose(canvas, shade ** np.float32(1.0 / cam.gamma), cam)
 
-    hr = person.head
-    vs = 2 * hr + 0.02  # shoulders
-    vh = vs + person.torso  # hips
-    vf = 0.965  # ankles (shoes below)
-    sw, hw = person.shoulder, person.hip
-    shape = (IMAGE_HEIGHT, x1 - x0)
-    pen = _Painter(shape)
 
-    # Legs, lower garment, shoes.
+def _paint_legs(b: _Body) -> None:
+    """Legs, lower garment (trousers, shorts or skirt), shoes."""
+    person, pose, v, ub, vh, pen = b.person, b.pose, b.v, b.ub, b.vh, b.pen
+    hw = person.hip
     dv = np.maximum(v - vh, 0.0)
-    legs = np.zeros(shape, dtype=bool)
+    legs = np.zeros(pen.label.shape, dtype=bool)
     for s in (-1.0, 1.0):
-        centre = s * pose.stride * 1.6 * dv if side else s * (hw * 0.5 + pose.stride * dv)
+        centre = s * pose.stride * 1.6 * dv if b.side else s * (hw * 0.5 + pose.stride * dv)
         legs |= (np.abs(ub - centre) < person.leg) & (v >= vh) & (v <= 1.0)
     legs |= (np.abs(ub) < hw * 0.95) & (v >= vh) & (v < vh + 0.05)  # pelvis
     lower = person.lower
     rel_l = (v - vh) / (1.0 - vh)
-    t_lower = pattern(lower, ub, v - vh, rel_l, px)
-    pen.paint(legs, skin)
+    t_lower = pattern(lower, ub, v - vh, rel_l, b.px)
+    pen.paint(legs, b.skin)
     if lower.extent == 2.0:  # skirt
         cover = legs & (v < vh + 0.05)
         flare = hw + 0.07 * _clip01((v - vh) / 0.24)
         cover |= (np.abs(ub) < flare) & (v >= vh) & (v < vh + 0.24)
     else:
-        cover = legs & (v < (vf if lower.extent == 1.0 else vh + 0.17))
-    pen.garment(cover, lower, colors, t_lower)
-    shoes = legs & (v > vf)
-    if side:
-        shoes |= (v > vf) & (v <= 1.0) & (ub > -person.leg) & (ub < person.leg * 2.6)
-    pen.paint(shoes, colors[person.shoes])
+        cover = legs & (v < (_ANKLES if lower.extent == 1.0 else vh + 0.17))
+    pen.garment(cover, lower, b.colors, t_lower)
+    shoes = legs & (v > _ANKLES)
+    if b.side:
+        shoes |= (v > _ANKLES) & (v <= 1.0) & (ub > -person.leg) & (ub < person.leg * 2.6)
+    pen.paint(shoes, b.colors[person.shoes])
 
-    # Torso (with a coat hanging below the hips), belt.
+
+def _paint_torso(b: _Body) -> tuple[np.ndarray, np.ndarray]:
+    """Torso (with a coat hanging below the hips), a backpack seen from the side, the belt;
+    returns the torso mask and the upper garment's pattern map."""
+    person, v, ub, vs, vh, pen = b.person, b.v, b.ub, b.vs, b.vh, b.pen
+    sw, hw = person.shoulder, person.hip
     upper = person.upper
     taper = _clip01((v - vs) / (vh - vs))
     half = sw + (hw - sw) * taper
@@ -237,65 +290,81 @@ def render_person(
     half = np.where(v > vh, hw + 0.02, half)
     torso = (np.abs(ub) < half) & (v >= vs) & (v < vh + person.coat)
     rel_u = (v - vs) / (vh - vs)
-    t_upper = pattern(upper, ub, v - vs, rel_u, px)
-    if side and person.backpack >= 0:
+    t_upper = pattern(upper, ub, v - vs, rel_u, b.px)
+    if b.side and person.backpack >= 0:
         pack = (ub > sw * 0.8) & (ub < sw * 0.8 + 0.09) & (v > vs + 0.02) & (v < vs + 0.22)
-        pen.paint(pack, colors[person.backpack] * 0.9)
-    pen.garment(torso, upper, colors, t_upper)
+        pen.paint(pack, b.colors[person.backpack] * 0.9)
+    pen.garment(torso, upper, b.colors, t_upper)
     if person.belt and person.coat == 0.0:
-        pen.paint(torso & (v > vh - 0.018), colors[0])
+        pen.paint(torso & (v > vh - 0.018), b.colors[0])
+    return torso, t_upper
 
-    # Backpack (seen from behind) or its straps (from the front).
-    if person.backpack >= 0 and pose.view == BACK:
+
+def _paint_backpack(b: _Body, torso: np.ndarray) -> None:
+    """A backpack seen from behind, or its straps from the front."""
+    person, view, v, ub, vs, vh = b.person, b.pose.view, b.v, b.ub, b.vs, b.vh
+    sw = person.shoulder
+    if person.backpack >= 0 and view == BACK:
         pack = (np.abs(ub) < sw * 0.78) & (v > vs + 0.03) & (v < vs + 0.24)
-        pen.paint(pack, colors[person.backpack])
+        b.pen.paint(pack, b.colors[person.backpack])
         flap = pack & (v > vs + 0.03) & (v < vs + 0.09)
-        pen.paint(flap, colors[person.backpack] * 0.7)
-    elif person.backpack >= 0 and pose.view == FRONT:
+        b.pen.paint(flap, b.colors[person.backpack] * 0.7)
+    elif person.backpack >= 0 and view == FRONT:
         straps = (np.abs(np.abs(ub) - sw * 0.55) < 0.014) & torso & (v < vh - 0.04)
-        pen.paint(straps, colors[person.backpack] * 0.8)
+        b.pen.paint(straps, b.colors[person.backpack] * 0.8)
 
-    # Arms: upper garment to the sleeve end, skin below.
+
+def _paint_arms(b: _Body, t_upper: np.ndarray) -> None:
+    """Arms: the upper garment down to the sleeve end, skin below."""
+    person, pose, v, ub, vs = b.person, b.pose, b.v, b.ub, b.vs
+    upper, sw = person.upper, person.shoulder
     arm_len = person.torso + 0.1
     da = np.maximum(v - vs, 0.0)
     arm_range = (v >= vs + 0.005) & (v < vs + arm_len)
     sleeve_end = vs + 0.02 + (arm_len - 0.07) * upper.extent
-    sides = (1.0,) if side else (-1.0, 1.0)
-    for s in sides:
-        if side:
+    for s in (1.0,) if b.side else (-1.0, 1.0):
+        if b.side:
             centre = pose.swing * da
         else:
             centre = s * (sw + person.arm * 0.7) + s * abs(pose.swing) * 0.25 * da
         arm = (np.abs(ub - centre) < person.arm) & arm_range
         sleeve = arm & (v < sleeve_end)
-        pen.paint(arm, skin)
-        pen.garment(sleeve, upper, colors, t_upper)
+        b.pen.paint(arm, b.skin)
+        b.pen.garment(sleeve, upper, b.colors, t_upper)
 
-    # Shoulder bag: the bag at one hip, its strap across the body.
-    if person.bag >= 0:
-        bs = person.bag_side
-        bag = (bs * ub > hw - 0.01) & (bs * ub < hw + 0.09) & (v > vh - 0.06) & (v < vh + 0.1)
-        if pose.view != SIDE:
-            line = ub * bs * 0.9 - (v - vs) * 0.75 + 0.07
-            strap = (np.abs(line) < 0.012) & torso
-            pen.paint(strap, colors[person.bag] * 0.8)
-        pen.paint(bag, colors[person.bag])
 
-    # Head and hair.
+def _paint_bag(b: _Body, torso: np.ndarray) -> None:
+    """Shoulder bag: the bag at one hip, its strap across the body."""
+    person, v, ub = b.person, b.v, b.ub
+    if person.bag < 0:
+        return
+    bs, hw, vh = person.bag_side, person.hip, b.vh
+    bag = (bs * ub > hw - 0.01) & (bs * ub < hw + 0.09) & (v > vh - 0.06) & (v < vh + 0.1)
+    if b.pose.view != SIDE:
+        line = ub * bs * 0.9 - (v - b.vs) * 0.75 + 0.07
+        strap = (np.abs(line) < 0.012) & torso
+        b.pen.paint(strap, b.colors[person.bag] * 0.8)
+    b.pen.paint(bag, b.colors[person.bag])
+
+
+def _paint_head(b: _Body) -> None:
+    """Neck, head, hair (long hair behind the shoulders), hat."""
+    person, view, u, v, hr, vs, pen = b.person, b.pose.view, b.u, b.v, b.hr, b.vs, b.pen
+    hair = HAIR[person.hair]
     head = ((u / (0.85 * hr)) ** 2 + ((v - hr) / hr) ** 2) < 1.0
     neck = (np.abs(u) < hr * 0.45) & (v >= 1.8 * hr) & (v < vs + 0.01)
-    if person.long_hair and pose.view != BACK:
+    if person.long_hair and view != BACK:
         back_hair = (np.abs(u) < hr * 1.0) & (v > hr) & (v < vs + 0.07)
         pen.paint(back_hair, hair)
-    pen.paint(neck, skin)
-    if pose.view == BACK:
+    pen.paint(neck, b.skin)
+    if view == BACK:
         pen.paint(head, hair)
         if person.long_hair:
             pen.paint((np.abs(u) < hr * 0.95) & (v >= hr) & (v < vs + 0.1), hair)
     else:
-        pen.paint(head, skin)
-        cap = head & (v < hr * (0.75 if pose.view == FRONT else 0.9))
-        if side:
+        pen.paint(head, b.skin)
+        cap = head & (v < hr * (0.75 if view == FRONT else 0.9))
+        if b.side:
             cap |= head & (u > hr * 0.1)
         pen.paint(cap, hair)
     if person.hat >= 0:
@@ -305,11 +374,7 @@ def render_person(
             hat = crown | brim
         else:  # beanie, a bit taller than the head
             hat = (((u / (0.95 * hr)) ** 2 + ((v - hr * 0.75) / hr) ** 2) < 1.0) & (v < hr * 0.85)
-        pen.paint(hat, colors[person.hat])
-
-    # Round-body shading: darker towards the silhouette's sides.
-    shade = 1.0 - 0.35 * np.minimum((ub / (sw * 1.4)) ** 2, 1.0)
-    return pen.compose(canvas, shade ** np.float32(1.0 / cam.gamma), cam)
+        pen.paint(hat, b.colors[person.hat])
 
 
 def render_occluder(rng: np.random.Generator, canvas: np.ndarray, cam: Camera) -> None:
