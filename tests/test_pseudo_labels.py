@@ -169,12 +169,13 @@ def test_sweep_eps() -> None:
     x = clustered_features(**CASES[1])
     dist = jaccard_distance(x)
     results = sweep_eps(dist, [0.4, 0.5, 0.6, 0.7])
-    assert [s.eps for s in results] == [0.4, 0.5, 0.6, 0.7]
-    for stats in results:
-        labels, expected = labels_from_distance(dist, eps=stats.eps, log=False)
+    assert [s.eps for _, s in results] == [0.4, 0.5, 0.6, 0.7]
+    for labels, stats in results:
+        expected_labels, expected = labels_from_distance(dist, eps=stats.eps, log=False)
+        np.testing.assert_array_equal(labels, expected_labels)
         assert stats.n_clusters == expected.n_clusters
         assert stats.n_outliers == expected.n_outliers
-    assert results[0].n_outliers_raw >= results[-1].n_outliers_raw
+    assert results[0][1].n_outliers_raw >= results[-1][1].n_outliers_raw
 
 
 @needs_cuda

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     from cacl.checkpoints.io import LAST, load_checkpoint
     from cacl.cli import CommandError
-    from cacl.clustering import labels_from_distance
+    from cacl.clustering import sweep_eps
     from cacl.clustering.camera import own_camera_share
     from cacl.clustering.jaccard import jaccard_from_encoding
     from cacl.clustering.pseudo_labels import encoding
@@ -89,16 +89,15 @@ def run(args: argparse.Namespace) -> int:
     )
     header = f"{'eps':>6} {'clusters':>9} {'outliers':>9} {'median':>7} {'max':>5} {'2+cam':>6}"
     print(header + (f" {'NMI':>6} {'ARI':>6}" if true_pids is not None else ""))
-    for eps in args.eps:
-        labels, _ = labels_from_distance(
-            dist,
-            eps=eps,
-            eps_gap=c.eps_gap,
-            min_samples=c.min_samples,
-            refine=not args.no_refine,
-            ratio=c.ratio,
-            log=False,
-        )
+    sweep = sweep_eps(
+        dist,
+        args.eps,
+        eps_gap=c.eps_gap,
+        min_samples=c.min_samples,
+        refine=not args.no_refine,
+        ratio=c.ratio,
+    )
+    for eps, (labels, _) in zip(args.eps, sweep, strict=True):
         s = cluster_stats(labels, true_pids)
         s.update(camera_stats(labels, cameras))
         line = (

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -218,15 +218,8 @@ def pseudo_labels_with_stats(
     with _timed(seconds, "jaccard_distance"):
         # DBSCAN only looks at distances <= eps; the refinement recomputes what it needs.
         graph = jaccard_from_encoding(v, max_distance=eps, progress=progress)
-    with _timed(seconds, "dbscan"):
-        raw = dbscan_sparse(graph, eps, min_samples)
-    labels = raw
-    if refine and raw.max() >= 0:
-        with _timed(seconds, "dbscan_tight"):
-            tight = dbscan_sparse(graph, max(eps - eps_gap, 0.0), min_samples)
-        del graph
-        with _timed(seconds, "refine"):
-            labels = refine_from_encoding(v, raw, tight, ratio)
+    refine_with = (lambda raw, tight: refine_from_encoding(v, raw, tight, ratio)) if refine else None
+    raw, labels = _dbscan_and_refine(graph, eps, eps_gap, min_samples, refine_with, seconds)
     return labels, _statistics(raw, labels, eps, seconds, log=True)
 
 
@@ -309,15 +302,29 @@ def labels_from_distance(
     ``max_distance``); without ``refine``, the distances ``<= eps`` suffice.
     """
     seconds: dict[str, float] = {}
-    with _timed(seconds, "dbscan"):
-        raw = dbscan_sparse(dist, eps, min_samples)
-    labels = raw
-    if refine and raw.max() >= 0:
-        with _timed(seconds, "dbscan_tight"):
-            tight = dbscan_sparse(dist, max(eps - eps_gap, 0.0), min_samples)
-        with _timed(seconds, "refine"):
-            labels = refine_clusters(dist, raw, tight, ratio)
+    refine_with = (lambda raw, tight: refine_clusters(dist, raw, tight, ratio)) if refine else None
+    raw, labels = _dbscan_and_refine(dist, eps, eps_gap, min_samples, refine_with, seconds)
     return labels, _statistics(raw, labels, eps, seconds, log=log)
+
+
+def _dbscan_and_refine(
+    graph: sp.spmatrix,
+    eps: float,
+    eps_gap: float,
+    min_samples: int,
+    refine_with: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+    seconds: dict[str, float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 2 and 3: DBSCAN at ``eps``; with ``refine_with``, DBSCAN at ``eps - eps_gap`` and
+    ``refine_with(raw, tight)``. Returns the raw and the final labels."""
+    with _timed(seconds, "dbscan"):
+        raw = dbscan_sparse(graph, eps, min_samples)
+    if refine_with is None or raw.max() < 0:
+        return raw, raw
+    with _timed(seconds, "dbscan_tight"):
+        tight = dbscan_sparse(graph, max(eps - eps_gap, 0.0), min_samples)
+    with _timed(seconds, "refine"):
+        return raw, refine_with(raw, tight)
 
 
 @contextmanager
@@ -358,11 +365,12 @@ def sweep_eps(
     min_samples: int = 4,
     refine: bool = True,
     ratio: float = 1.0,
-) -> list[ClusterStats]:
-    """What several ``eps`` would give on one Jaccard matrix (clusters, outliers, sizes)."""
+) -> list[tuple[np.ndarray, ClusterStats]]:
+    """What several ``eps`` would give on one Jaccard matrix: ``(labels, stats)`` for each (what
+    ``cacl eps`` prints)."""
     out = []
     for eps in eps_values:
-        _, stats = labels_from_distance(
+        labels, stats = labels_from_distance(
             dist,
             eps=eps,
             eps_gap=eps_gap,
@@ -372,5 +380,5 @@ def sweep_eps(
             log=False,
         )
         logger.info("eps sweep, %s", stats.summary())
-        out.append(stats)
+        out.append((labels, stats))
     return out

@@ -69,15 +69,6 @@ def check_image(path: str | os.PathLike, mode: str = "header") -> str | None:
     return None
 
 
-def read_image(path: str | os.PathLike) -> Image.Image:
-    """Read an image as 3-channel RGB; a clear :class:`DatasetError` names a file that fails."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-        raise DatasetError(f"cannot read image {path}: {exc}") from exc
-
-
 def drop_unreadable(
     items: Iterable[T], path_of, mode: str = "header", what: str = "images", show: int = 5
 ) -> list[T]:
