@@ -181,17 +181,15 @@ def test_own_camera_share_matches_a_naive_count():
 
 
 def test_camera_stats_counts_cameras_per_cluster():
-    from cacl.engine.labels import camera_stats, describe_clusters
+    from cacl.clustering.stats import ClusterStats, camera_spread, describe_clusters
 
     labels = np.array([0, 0, 0, 1, 1, 2, 2, -1])
     cams = np.array([0, 1, 1, 2, 2, 0, 3, 0])
-    stats = camera_stats(labels, cams)
-    assert stats["multi_camera_clusters"] == pytest.approx(2 / 3)
-    assert stats["cameras_per_cluster"] == pytest.approx(5 / 3)
-    assert camera_stats(np.full(4, -1), np.arange(4))["multi_camera_clusters"] == 0.0
-    text = describe_clusters(
-        {"clusters": 3, "outliers": 1, "size_min": 2, "size_median": 2, "size_max": 3, **stats}
-    )
+    multi, per_cluster = camera_spread(labels, cams)
+    assert multi == pytest.approx(2 / 3)
+    assert per_cluster == pytest.approx(5 / 3)
+    assert camera_spread(np.full(4, -1), np.arange(4)) == (0.0, 0.0)
+    text = describe_clusters(ClusterStats.of(labels, cameras=cams).as_dict())
     assert "67% of clusters span 2+ cameras" in text
 
 

@@ -1,11 +1,15 @@
-"""Cluster labels to training classes; per-epoch cluster statistics."""
+"""Cluster labels to training classes; per-epoch cluster statistics (cacl.clustering.stats)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cacl.engine.labels import cluster_stats, identity_classes, training_classes
+from cacl.clustering.stats import ClusterStats, identity_classes, training_classes
+
+
+def cluster_stats(labels, pids):
+    return ClusterStats.of(labels, true_pids=pids).as_dict()
 
 
 def test_singleton_outliers_become_their_own_classes():
@@ -37,3 +41,16 @@ def test_cluster_stats_with_truth():
     worse = cluster_stats(np.zeros(10, dtype=int), pids)
     assert worse["nmi"] < 0.5 and worse["ari"] == pytest.approx(0.0)
     assert "nmi" not in cluster_stats(labels, np.full(10, -1))
+
+
+def test_one_statistics_type_for_log_record_and_raw_counts():
+    raw = np.array([0, 0, 0, 0, 1, 1, 1, 1, -1])
+    refined = np.array([0, 0, 0, -1, 1, 1, 1, 1, -1])
+    stats = ClusterStats.of(refined, raw, eps=0.5, cameras=np.array([0, 1, 0, 0, 1, 1, 1, 1, 0]))
+    assert (stats.n_clusters, stats.n_outliers) == (2, 2)
+    assert (stats.n_clusters_raw, stats.n_outliers_raw) == (2, 1)
+    record = stats.as_dict()
+    assert record["clusters_before_refine"] == 2 and record["outliers_before_refine"] == 1
+    assert record["multi_camera_clusters"] == pytest.approx(0.5)
+    assert "nmi" not in record and "own_camera_share" not in record
+    assert "eps 0.500: 2 clusters (2 before refinement), 2 of 9 un-clustered" in stats.summary()

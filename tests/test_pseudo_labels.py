@@ -103,7 +103,7 @@ def test_no_cluster_at_all(caplog: pytest.LogCaptureFixture) -> None:
     assert (labels == -1).all()
     assert stats.n_clusters == stats.n_clusters_raw == 0
     assert stats.n_outliers == stats.n_outliers_raw == 60
-    assert stats.size_percentiles == {} and stats.size_histogram == {}
+    assert stats.size_percentiles == {} and sum(stats.size_histogram.values()) == 0
     assert "no cluster" in stats.summary() or "0 clusters" in stats.summary()
     assert any(r.levelno == logging.WARNING and "no cluster" in r.message for r in caplog.records)
 
@@ -153,13 +153,14 @@ def test_statistics_and_logging(caplog: pytest.LogCaptureFixture) -> None:
     assert stats.n_clusters == labels.max() + 1
     assert stats.n_outliers == (labels < 0).sum() >= stats.n_outliers_raw
     np.testing.assert_array_equal(stats.cluster_sizes, np.bincount(labels[labels >= 0]))
-    assert sum(stats.size_histogram.values()) == stats.n_clusters
+    assert sum(stats.size_histogram.values()) == (stats.cluster_sizes >= 2).sum()
     assert set(stats.size_percentiles) == {5, 25, 50, 75, 95}
     assert {"knn", "encoding", "jaccard_distance", "dbscan", "dbscan_tight", "refine"} <= set(
         stats.seconds
     )
     summary = json.loads(json.dumps(stats.as_dict()))
-    assert summary["n_clusters"] == stats.n_clusters
+    assert summary["clusters"] == stats.n_clusters
+    assert summary["clusters_before_refine"] == stats.n_clusters_raw
     assert summary["size_max"] == stats.cluster_sizes.max()
     messages = [r.getMessage() for r in caplog.records]
     assert any(f"{stats.n_clusters} clusters" in m for m in messages)

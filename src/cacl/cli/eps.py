@@ -42,9 +42,9 @@ def run(args: argparse.Namespace) -> int:
     from cacl.clustering.camera import own_camera_share
     from cacl.clustering.jaccard import jaccard_from_encoding
     from cacl.clustering.pseudo_labels import encoding
+    from cacl.clustering.stats import ClusterStats
     from cacl.config import config_from_dict
     from cacl.data.default import resolve_dataset
-    from cacl.engine.labels import camera_stats, cluster_stats
 
     bad = [e for e in args.eps if not 0 < e < 1]
     if bad:
@@ -98,8 +98,7 @@ def run(args: argparse.Namespace) -> int:
         ratio=c.ratio,
     )
     for eps, (labels, _) in zip(args.eps, sweep, strict=True):
-        s = cluster_stats(labels, true_pids)
-        s.update(camera_stats(labels, cameras))
+        s = ClusterStats.of(labels, true_pids=true_pids, cameras=cameras).as_dict()
         line = (
             f"{eps:6.3f} {s['clusters']:9d} {s['outliers']:9d} {s['size_median']:7.0f} "
             f"{s['size_max']:5d} {s['multi_camera_clusters']:6.2f}"

@@ -12,7 +12,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,92 +22,16 @@ from cacl.clustering.dbscan import dbscan_sparse
 from cacl.clustering.jaccard import encoding_from_neighbors, jaccard_from_encoding
 from cacl.clustering.knn import FeatureArray, knn_prepared, prepare_features
 from cacl.clustering.refine import refine_clusters, refine_from_encoding
+from cacl.clustering.stats import ClusterStats
 from cacl.errors import CaclError
 
 logger = logging.getLogger(__name__)
 
-_PERCENTILES = (5, 25, 50, 75, 95)
 
 #: ``distance`` values of :func:`pseudo_labels_with_stats`.
 DISTANCES = ("jaccard", "ca_jaccard")
 #: ``camera_norm`` values of :func:`pseudo_labels_with_stats`.
 CAMERA_NORMS = ("none", "center")
-
-
-@dataclass(frozen=True)
-class ClusterStats:
-    """What one round of pseudo labelling produced.
-
-    Attributes:
-        n_samples: samples clustered (N).
-        eps: the DBSCAN radius.
-        n_clusters_raw: clusters of DBSCAN at ``eps``, before refinement.
-        n_outliers_raw: un-clustered samples before refinement.
-        n_clusters: clusters of the final labels.
-        n_outliers: un-clustered samples of the final labels.
-        cluster_sizes: size of every final cluster, indexed by label.
-        seconds: wall-clock seconds per stage (``knn``, ``jaccard``, ``dbscan``, ``dbscan_tight``,
-            ``refine``) for the stages that ran.
-    """
-
-    n_samples: int
-    eps: float
-    n_clusters_raw: int
-    n_outliers_raw: int
-    n_clusters: int
-    n_outliers: int
-    cluster_sizes: np.ndarray = field(repr=False)
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def size_percentiles(self) -> dict[int, float]:
-        """Percentiles 5, 25, 50, 75 and 95 of the cluster sizes (empty without clusters)."""
-        if self.cluster_sizes.size == 0:
-            return {}
-        values = np.percentile(self.cluster_sizes, _PERCENTILES)
-        return {p: float(v) for p, v in zip(_PERCENTILES, values, strict=True)}
-
-    @property
-    def size_histogram(self) -> dict[str, int]:
-        """Number of clusters per size bin ``"2-3"``, ``"4-7"``, ``"8-15"``, ... (powers of two)."""
-        out: dict[str, int] = {}
-        if self.cluster_sizes.size == 0:
-            return out
-        bins = np.floor(np.log2(np.maximum(self.cluster_sizes, 1))).astype(int)
-        for b, count in zip(*np.unique(bins, return_counts=True), strict=True):
-            out[f"{2**b}-{2 ** (b + 1) - 1}"] = int(count)
-        return out
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-friendly summary (sizes as percentiles, histogram, min and max)."""
-        sizes = self.cluster_sizes
-        return {
-            "n_samples": self.n_samples,
-            "eps": self.eps,
-            "n_clusters_raw": self.n_clusters_raw,
-            "n_outliers_raw": self.n_outliers_raw,
-            "n_clusters": self.n_clusters,
-            "n_outliers": self.n_outliers,
-            "size_min": int(sizes.min()) if sizes.size else 0,
-            "size_max": int(sizes.max()) if sizes.size else 0,
-            "size_percentiles": self.size_percentiles,
-            "size_histogram": self.size_histogram,
-            "seconds": dict(self.seconds),
-        }
-
-    def summary(self) -> str:
-        """One line for the log."""
-        p = self.size_percentiles
-        sizes = (
-            f"sizes median {p[50]:.0f}, p95 {p[95]:.0f}, max {int(self.cluster_sizes.max())}"
-            if p
-            else "no cluster"
-        )
-        return (
-            f"eps {self.eps:.3f}: {self.n_clusters} clusters ({self.n_clusters_raw} before "
-            f"refinement), {self.n_outliers} of {self.n_samples} un-clustered "
-            f"({self.n_outliers_raw} before refinement); {sizes}"
-        )
 
 
 def pseudo_labels(
@@ -337,17 +260,7 @@ def _timed(seconds: dict[str, float], name: str) -> Iterator[None]:
 def _statistics(
     raw: np.ndarray, labels: np.ndarray, eps: float, seconds: dict[str, float], *, log: bool
 ) -> ClusterStats:
-    clustered = labels[labels >= 0]
-    stats = ClusterStats(
-        n_samples=int(labels.size),
-        eps=float(eps),
-        n_clusters_raw=int(raw.max()) + 1,
-        n_outliers_raw=int((raw < 0).sum()),
-        n_clusters=int(labels.max()) + 1,
-        n_outliers=int(labels.size - clustered.size),
-        cluster_sizes=np.bincount(clustered),
-        seconds=seconds,
-    )
+    stats = ClusterStats.of(labels, raw, eps=eps, seconds=seconds)
     if log:
         logger.info("pseudo labels, %s", stats.summary())
         if stats.n_clusters == 0:

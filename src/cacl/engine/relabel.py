@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from cacl.clustering.stats import ClusterStats, identity_classes, training_classes
 from cacl.config import ClusterConfig
-from cacl.engine.labels import camera_stats, cluster_stats, identity_classes, training_classes
 from cacl.errors import TrainingError
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,8 @@ def compute_classes(
     if supervised:
         assert true_pids is not None
         classes = identity_classes(true_pids)
-        stats = cluster_stats(classes, true_pids)
-        if cameras is not None:
-            stats.update(camera_stats(classes, cameras, features))
-        return classes, stats
+        stats = ClusterStats.of(classes, true_pids=true_pids, cameras=cameras, features=features)
+        return classes, stats.as_dict()
     from cacl.clustering import pseudo_labels_with_stats
 
     labels, raw = pseudo_labels_with_stats(
@@ -57,12 +55,16 @@ def compute_classes(
         k2_inter=cfg.k2_inter,
         backend=cfg.knn,
     )
-    stats = cluster_stats(labels, true_pids)
-    if cameras is not None:
-        stats.update(camera_stats(labels, cameras, features))
+    stats = ClusterStats.of(
+        labels,
+        eps=raw.eps,
+        seconds=raw.seconds,
+        true_pids=true_pids,
+        cameras=cameras,
+        features=features,
+    ).as_dict()
     stats["clusters_before_refine"] = raw.n_clusters_raw
     stats["outliers_before_refine"] = raw.n_outliers_raw
-    stats["seconds"] = {k: round(v, 2) for k, v in raw.seconds.items()}
     outliers = cfg.outliers
     if stats["clusters"] == 0:
         advice = (

@@ -33,12 +33,12 @@ from cacl.checkpoints.io import (
     rng_state,
     set_rng_state,
 )
+from cacl.clustering.stats import describe_clusters
 from cacl.config import Config, apply_overrides, config_from_dict, save_config
 from cacl.data.default import resolve_dataset
 from cacl.data.transforms import test_transform
 from cacl.engine.amp import Precision
 from cacl.engine.ddp import broadcast_buffers, describe_batch, prepare_model
-from cacl.engine.labels import describe_clusters
 from cacl.engine.preflight import check_enough_data, check_resume_overrides
 from cacl.engine.relabel import compute_classes
 from cacl.engine.seeds import epoch_seed, loader_seed, rank_seed, seed_everything
