@@ -20,10 +20,11 @@ import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
-from tqdm import tqdm
 
-from cacl.data.types import ReidDataset
+from cacl.data.image_dataset import ImageDataset
+from cacl.data.types import ReidDataset, Sample
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +34,18 @@ IMAGE_SIZE = (128, 64)
 FeatureFunction = Callable[[Sequence[str | os.PathLike[str]]], np.ndarray]
 
 
-def _load(path: str | os.PathLike[str], mode: str) -> np.ndarray:
-    with Image.open(path) as img:
-        img = img.convert(mode)
-        if img.size != (IMAGE_SIZE[1], IMAGE_SIZE[0]):
-            img = img.resize((IMAGE_SIZE[1], IMAGE_SIZE[0]), Image.BILINEAR)
-        return np.asarray(img)
+class _AsArray:
+    """The baselines' transform: an RGB image converted to ``mode``, resized to
+    :data:`IMAGE_SIZE` (bilinear) when it differs, as a ``uint8`` tensor ``(H, W[, C])``."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        image = image.convert(self.mode)
+        if image.size != (IMAGE_SIZE[1], IMAGE_SIZE[0]):
+            image = image.resize((IMAGE_SIZE[1], IMAGE_SIZE[0]), Image.BILINEAR)
+        return torch.from_numpy(np.array(image))
 
 
 def _l2_normalise(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -101,12 +108,21 @@ def _batched(
     desc: str,
     progress: bool,
 ) -> np.ndarray:
-    out = []
-    for i in tqdm(range(0, len(paths), batch_size), desc=desc, disable=not progress, unit="batch"):
-        out.append(fn(np.stack([_load(p, mode) for p in paths[i : i + batch_size]])))
-    if not out:
+    """``fn`` over the images of ``paths`` in batches, through the one extraction pass (images
+    read by :func:`cacl.data.images.read_rgb`; an unreadable file is a black image, warned)."""
+    from cacl.evaluation.extract import extract_batches
+
+    items = [Sample(os.fspath(p), -1, 0) for p in paths]
+    features, _ = extract_batches(
+        lambda batch: torch.from_numpy(fn(batch.numpy())),
+        ImageDataset(items, _AsArray(mode)),
+        batch_size=batch_size,
+        desc=desc,
+        progress=progress,
+    )
+    if features is None:
         raise ValueError("no image paths given")
-    return np.concatenate(out)
+    return features.numpy()
 
 
 def colorhist_features(

@@ -69,6 +69,20 @@ def check_image(path: str | os.PathLike, mode: str = "header") -> str | None:
     return None
 
 
+def read_rgb(path: str | os.PathLike) -> Image.Image:
+    """The one image reader: ``path`` as 3-channel RGB, or a :class:`DatasetError` that names it.
+
+    Every consumer reads through it (training views, feature extraction, the baselines, the
+    extractor's file inputs); what happens on an error is the caller's policy
+    (:class:`cacl.data.image_dataset.ImageDataset`).
+    """
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        raise DatasetError(f"cannot read image {path}: {exc}") from exc
+
+
 def drop_unreadable(
     items: Iterable[T], path_of, mode: str = "header", what: str = "images", show: int = 5
 ) -> list[T]:

@@ -10,6 +10,9 @@ from torchvision import transforms as T
 # convention converts inside the network (cacl.models.backbone.InputAdapter).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+_MEAN_GRAY = 0.299 * IMAGENET_MEAN[0] + 0.587 * IMAGENET_MEAN[1] + 0.114 * IMAGENET_MEAN[2]
+#: Random erasing's fill for the gray view: the ImageNet mean's luminance, normalised per channel.
+GRAY_ERASE_VALUE = tuple((_MEAN_GRAY - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
 
 
 def _train_family(height: int, width: int, gray: bool, erase_p: float, pad: int) -> T.Compose:
@@ -24,7 +27,9 @@ def _train_family(height: int, width: int, gray: bool, erase_p: float, pad: int)
     steps += [
         T.ToTensor(),
         T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        T.RandomErasing(p=erase_p),
+        # After normalisation, 0 is the ImageNet mean colour; the gray view erases with the gray
+        # of the same luminance instead, so that branch 2 never sees colour.
+        T.RandomErasing(p=erase_p, value=GRAY_ERASE_VALUE if gray else 0),
     ]
     return T.Compose(steps)
 

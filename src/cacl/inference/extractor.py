@@ -13,19 +13,21 @@ Compare two features with the squared Euclidean distance (``2 - 2 cos`` for thes
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from PIL import Image
 
+from cacl.data.image_dataset import ImageDataset
+from cacl.data.images import read_rgb
 from cacl.data.transforms import test_transform
-from cacl.errors import CaclError
+from cacl.distributed import resolve_device
+from cacl.errors import CaclError, DatasetError
+from cacl.evaluation.extract import extract_batches
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]  # noqa: UP007 (runtime alias)
 
@@ -50,13 +52,8 @@ class Extraction:
 
 
 def resolve_inference_device(device: torch.device | str | None) -> torch.device:
-    """``None`` or ``"auto"``: CUDA when available, else the CPU."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CaclError(f"device {device} requested but CUDA is not available; use device='cpu'")
-    return device
+    """``None`` or ``"auto"``: CUDA when available, else the CPU (:func:`resolve_device`)."""
+    return resolve_device("auto" if device is None else str(device), option="device")
 
 
 def _check_input(item: Any, position: int) -> Any:
@@ -110,33 +107,15 @@ def _as_list(images: ImageInput | Sequence[ImageInput]) -> list[Any]:
 
 
 def _to_rgb(item: Any) -> Image.Image:
-    """Decode one checked input to an RGB PIL image, as the evaluation's data loader does."""
+    """Decode one checked input to an RGB PIL image (files through the one image reader)."""
     if isinstance(item, str):
         try:
-            with Image.open(item) as img:
-                return img.convert("RGB")
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-            raise ImageInputError(f"cannot read image {item}: {exc}") from exc
+            return read_rgb(item)
+        except DatasetError as exc:
+            raise ImageInputError(str(exc)) from exc
     if isinstance(item, np.ndarray):
         return Image.fromarray(np.ascontiguousarray(item))  # uint8 (H, W, 3): RGB
     return item.convert("RGB")
-
-
-class _Images(Dataset):
-    """Items ``(tensor, index, error)``: a failed read gives a zero tensor and its reason."""
-
-    def __init__(self, items: list[Any], transform: Callable, height: int, width: int) -> None:
-        self.items, self.transform = items, transform
-        self.blank = torch.zeros(3, height, width)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
-        try:
-            return self.transform(_to_rgb(self.items[index])), index, ""
-        except ImageInputError as exc:
-            return self.blank, index, str(exc)
 
 
 class FeatureExtractor:
@@ -249,7 +228,6 @@ class FeatureExtractor:
         failed = [(items[index], reason) for index, reason in errors]
         return Extraction(features, kept, failed)
 
-    @torch.no_grad()
     def _extract(
         self, items: list[Any], progress: bool | None, skip_errors: bool = False
     ) -> tuple[torch.Tensor, list[tuple[int, str]]]:
@@ -259,24 +237,16 @@ class FeatureExtractor:
         show = self.progress if progress is None else progress
         show = len(items) >= PROGRESS_MIN if show is None else show
         self.network.eval()  # a CACL network returns branch 1's ``x`` in eval mode only
-        loader = DataLoader(
-            _Images(items, self.transform, self.height, self.width),
+        features, errors = extract_batches(
+            self.network,
+            ImageDataset(items, self.transform, read=_to_rgb, on_error="report"),
+            device=self.device,
             batch_size=self.batch_size,
-            shuffle=False,
-            num_workers=self.workers if len(items) > self.batch_size else 0,
-            pin_memory=self.device.type == "cuda",
+            workers=self.workers,
+            desc="features",
+            progress=show,
+            stop_on_error=not skip_errors,
         )
-        chunks, errors = [], []
-        with tqdm(total=len(items), desc="features", unit="img", disable=not show) as bar:
-            for batch, indices, reasons in loader:
-                ok = torch.tensor([not r for r in reasons], dtype=torch.bool)
-                errors += [(int(i), r) for i, r in zip(indices, reasons) if r]
-                if errors and not skip_errors:
-                    break
-                if ok.any():
-                    batch = batch[ok] if not ok.all() else batch
-                    out = self.network(batch.to(self.device, non_blocking=True))
-                    chunks.append(out.float().cpu())
-                bar.update(len(reasons))
-        features = torch.cat(chunks) if chunks else torch.empty(0, self.feature_dim)
+        if features is None:
+            features = torch.empty(0, self.feature_dim)
         return features, errors
