@@ -57,6 +57,13 @@ def attach_log_file(run_dir: Path) -> logging.Handler:
     return handler
 
 
+def detach_log_file(handler: logging.Handler | None) -> None:
+    """Undo :func:`attach_log_file` (``None``: nothing was attached)."""
+    if handler is not None:
+        logging.getLogger("cacl").removeHandler(handler)
+        handler.close()
+
+
 def json_safe(data: Any) -> Any:
     """``data`` with every NaN or infinite float replaced by ``None`` (strict JSON has neither)."""
     if isinstance(data, float):

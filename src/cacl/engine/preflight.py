@@ -1,11 +1,15 @@
-"""Checks made before a run writes anything: resume overrides, enough data. Pure functions."""
+"""Checks made before a run writes anything: the checkpoint and overrides of a resumed run,
+enough data. Functions of their arguments (and the checkpoint file they read)."""
 
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
-from cacl.config import Config
+from cacl.checkpoints.io import LAST, load_checkpoint
+from cacl.config import Config, apply_overrides, config_from_dict
 from cacl.errors import CaclError
 
 log = logging.getLogger(__name__)
@@ -52,3 +56,39 @@ def check_enough_data(n_train: int, batch_size: int, min_samples: int) -> None:
             f"batch of train.batch_size={batch_size}, and one cluster of "
             f"cluster.min_samples={min_samples})"
         )
+
+
+def resume_state(
+    run_dir: str | os.PathLike, overrides: list[str]
+) -> tuple[dict[str, Any], Config, Path]:
+    """The training state of ``run_dir``'s ``last.pt``, its config with ``overrides`` applied
+    (checked by :func:`check_resume_overrides`) and the run folder; a clear error when the file
+    is no training checkpoint or the run has already done its epochs."""
+    state = load_checkpoint(run_dir, prefer=LAST)
+    if state.get("format") != "cacl-train-v1" or "optimizer" not in state:
+        raise CaclError(f"{state['_path']} is not a resumable training checkpoint")
+    saved = config_from_dict(state["config"])
+    cfg = config_from_dict(state["config"])
+    apply_overrides(cfg, list(overrides))
+    check_resume_overrides(saved, cfg)
+    folder = Path(state["_path"]).parent
+    if int(state["epoch"]) >= cfg.train.epochs:
+        raise CaclError(
+            f"{folder} has finished its {cfg.train.epochs} epochs; to train on, give more: "
+            f"--resume {folder} train.epochs={cfg.train.epochs + 10}"
+        )
+    return state, cfg, folder
+
+
+def rank_rng_state(state: dict[str, Any], rank: int, world_size: int) -> Any:
+    """This rank's RNG state from a checkpoint (with a warning when the number of processes
+    changed: the random streams then differ from an uninterrupted run)."""
+    ranks = state.get("rng_ranks") or [state["rng"]]
+    if world_size != len(ranks):
+        log.warning(
+            "the checkpoint was written by %d process(es), this run has %d: random streams "
+            "differ from an uninterrupted run",
+            len(ranks),
+            world_size,
+        )
+    return ranks[rank] if rank < len(ranks) else ranks[0]

@@ -29,26 +29,31 @@ from cacl.checkpoints.io import (
     BEST,
     LAST,
     atomic_save,
-    load_checkpoint,
     rng_state,
     set_rng_state,
 )
 from cacl.clustering.stats import describe_clusters
-from cacl.config import Config, apply_overrides, config_from_dict, save_config
-from cacl.data.default import resolve_dataset
-from cacl.data.transforms import test_transform
+from cacl.config import Config, save_config
 from cacl.engine.amp import Precision
 from cacl.engine.ddp import broadcast_buffers, describe_batch, prepare_model
-from cacl.engine.preflight import check_enough_data, check_resume_overrides
+from cacl.engine.parts import (
+    branch_features,
+    build_network,
+    build_optimizer,
+    describe_run,
+    load_train_data,
+    model_checkpoint,
+    results_record,
+    step_failure,
+)
+from cacl.engine.preflight import rank_rng_state, resume_state
 from cacl.engine.relabel import compute_classes
 from cacl.engine.seeds import epoch_seed, loader_seed, rank_seed, seed_everything
 from cacl.engine.step import train_step
 from cacl.engine.train_data import train_loader
-from cacl.errors import CaclError, TrainingError
-from cacl.evaluation.extract import extract_features
+from cacl.errors import TrainingError
 from cacl.evaluation.network import network_distances, score_distances
 from cacl.memory import InstanceMemory
-from cacl.models import CACLNet, use_channels_last
 
 log = logging.getLogger(__name__)
 
@@ -78,23 +83,9 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         seed_everything(t.seed)
-        with distributed.local_main_first():  # e.g. the synthetic set is generated once
-            self.dataset = resolve_dataset(cfg.data)
-        train = self.dataset.train
-        check_enough_data(len(train), t.batch_size, cfg.cluster.min_samples)
-        self.camids = np.array([s.camid for s in train])
-        pids = np.array([s.pid for s in train])
-        self.true_pids = pids if np.all(pids >= 0) else None
-        if t.supervised and self.true_pids is None:
-            raise CaclError("train.supervised=true needs identities in the training file names")
-
+        self.dataset, self.camids, self.true_pids = load_train_data(cfg)
         m = cfg.model
-        self.model = CACLNet(
-            m.backbone, m.pretrained, m.last_stride, m.gray_branch, m.predictor, m.input_norm
-        )
-        self.model.to(self.device)
-        if t.channels_last:
-            use_channels_last(self.model)
+        self.model = build_network(cfg, self.device)
         # without the gray branch the predictor's z enters no loss: DDP must expect that
         unused = not m.gray_branch and m.predictor
         self.train_model = prepare_model(self.model, self.device, m.sync_bn, find_unused=unused)
@@ -108,13 +99,7 @@ class Trainer:
         log.info("\n%s", self.dataset.summary())
         if self.rank > 0:
             seed_everything(rank_seed(t.seed, self.rank))  # other augmentations than rank 0's
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(
-            params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
-        )
-        self.scheduler = torch.optim.lr_scheduler.StepLR(
-            self.optimizer, step_size=cfg.optim.step_size, gamma=cfg.optim.lr_gamma
-        )
+        self.optimizer, self.scheduler = build_optimizer(self.model, cfg)
         self.memory: InstanceMemory | None = None
         self.memory_tilde: InstanceMemory | None = None
         self.classes: np.ndarray | None = None
@@ -164,33 +149,13 @@ class Trainer:
         self.best, self.initial = dict(state["best"]), state.get("initial")
         self.elapsed = float(state.get("elapsed", 0.0))
         self.precision.load_state_dict(state.get("scaler"))
-        ranks = state.get("rng_ranks") or [state["rng"]]
-        if self.world_size != len(ranks):
-            log.warning(
-                "the checkpoint was written by %d process(es), this run has %d: random streams "
-                "differ from an uninterrupted run",
-                len(ranks),
-                self.world_size,
-            )
-        set_rng_state(ranks[self.rank] if self.rank < len(ranks) else ranks[0])
+        set_rng_state(rank_rng_state(state, self.rank, self.world_size))
 
     @classmethod
     def resume(cls, run_dir: str | Path, overrides: list[str] = (), **kwargs) -> Trainer:
         """Continue the run in ``run_dir`` from its ``last.pt`` (overrides may change e.g. epochs)."""
-        state = load_checkpoint(run_dir, prefer=LAST)
-        if state.get("format") != "cacl-train-v1" or "optimizer" not in state:
-            raise CaclError(f"{state['_path']} is not a resumable training checkpoint")
-        saved = config_from_dict(state["config"])
-        cfg = config_from_dict(state["config"])
-        apply_overrides(cfg, list(overrides))
-        check_resume_overrides(saved, cfg)
-        if int(state["epoch"]) >= cfg.train.epochs:
-            raise CaclError(
-                f"{Path(state['_path']).parent} has finished its {cfg.train.epochs} epochs; "
-                f"to train on, give more: --resume {Path(state['_path']).parent} "
-                f"train.epochs={cfg.train.epochs + 10}"
-            )
-        trainer = cls(cfg, Path(state["_path"]).parent, **kwargs)
+        state, cfg, folder = resume_state(run_dir, list(overrides))
+        trainer = cls(cfg, folder, **kwargs)
         trainer.load_state_dict(state)
         log.info("resuming %s at epoch %d", trainer.output, trainer.epoch + 1)
         return trainer
@@ -198,25 +163,15 @@ class Trainer:
     # ------------------------------------------------------------------ stages
 
     def _extract(self, branch: int, calibrate: bool = True) -> torch.Tensor:
-        d, net = self.cfg.data, self.model.branch1 if branch == 1 else self.model.branch2
-        net.eval()
-        feats = extract_features(
-            lambda images: net(images)[0],  # pooled: the neck is applied below
-            self.dataset.train,
-            test_transform(d.height, d.width, gray=branch == 2),
-            device=self.device,
-            batch_size=max(self.cfg.train.batch_size, 64),
-            workers=d.workers,
-            desc=f"memory init (branch {branch})",
+        return branch_features(
+            self.model,
+            branch,
+            self.dataset,
+            self.cfg,
+            self.device,
+            calibrate=calibrate,
             progress=self.progress,
-            shard=True,
         )
-        if calibrate and self.cfg.model.calibrate_neck:
-            net.calibrate_neck(feats)
-        with torch.no_grad():
-            feats = torch.cat([net.head(c.to(self.device)).cpu() for c in feats.split(4096)])
-        net.train()
-        return feats
 
     def init_memory(self) -> None:
         """Fill both banks with the features of every training image (eval mode, test transform)."""
@@ -325,14 +280,7 @@ class Trainer:
                     precision=self.precision,
                 )
             except TrainingError as exc:
-                last = self.output / LAST
-                where = (
-                    f"the last good checkpoint is {last}" if last.exists() else "no checkpoint yet"
-                )
-                raise TrainingError(
-                    f"epoch {self.epoch + 1}, step {step + 1}: {exc}; {where}. Try a lower "
-                    f"optim.lr (now {self.cfg.optim.lr:g}) or train.max_grad_norm=5"
-                ) from None
+                raise step_failure(exc, self.cfg, self.epoch, step, self.output) from None
             for key, value in losses.as_dict().items():
                 sums[key] = sums.get(key, 0.0) + value
             if step % 10 == 0:
@@ -344,18 +292,9 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Run the remaining epochs; return (and write) ``results.json``."""
         t = self.cfg.train
+        amp = self.precision.describe()
         log.info(
-            "training %s on %s (%d images), device %s%s, %s, %d epochs x %d iters, %s%s",
-            self.cfg.model.backbone,
-            self.dataset.name,
-            len(self.dataset.train),
-            self.device,
-            f" x {self.world_size} processes" if self.world_size > 1 else "",
-            self.batch_text,
-            t.epochs,
-            t.iters,
-            self.precision.describe(),
-            ", SyncBN" if self.cfg.model.sync_bn and self.world_size > 1 else "",
+            describe_run(self.cfg, self.dataset, self.device, self.world_size, self.batch_text, amp)
         )
         start = time.time() - self.elapsed
         if self.memory is None:
@@ -364,11 +303,7 @@ class Trainer:
             self.init_memory()
             if self.dataset.has_test_split and self.initial is None:
                 self.initial = self.evaluate()
-                log.info(
-                    "before training: mAP %.4f rank-1 %.4f",
-                    self.initial["mAP"],
-                    self.initial["rank1"],
-                )
+                log.info("before training: mAP %(mAP).4f rank-1 %(rank1).4f", self.initial)
         try:
             while self.epoch < t.epochs:
                 self.history.append(self._run_epoch())
@@ -378,9 +313,7 @@ class Trainer:
                 self.write_results()
         finally:
             self.scalars.close()
-            if self._log_handler is not None:
-                logging.getLogger("cacl").removeHandler(self._log_handler)
-                self._log_handler.close()
+            rd.detach_log_file(self._log_handler)
         return self.write_results()
 
     def _save_last(self) -> None:
@@ -414,10 +347,7 @@ class Trainer:
             log.info(
                 "epoch %d: mAP %.4f rank-1 %.4f rank-5 %.4f rank-10 %.4f",
                 number,
-                metrics["mAP"],
-                metrics["rank1"],
-                metrics["rank5"],
-                metrics["rank10"],
+                *(metrics[k] for k in ("mAP", "rank1", "rank5", "rank10")),
             )
             if metrics["mAP"] > self.best["mAP"]:
                 self.best = {"epoch": number, **metrics}
@@ -427,39 +357,22 @@ class Trainer:
         return record
 
     def _save_best(self) -> None:
-        if not self.is_main:
-            return
-        atomic_save(
-            {
-                "format": "cacl-model-v1",
-                "config": self.cfg.to_dict(),
-                "epoch": self.epoch + 1,
-                "model": self.model.state_dict(),
-                "metrics": self.best,
-            },
-            self.output / BEST,
-        )
+        if self.is_main:
+            state = model_checkpoint(self.cfg, self.epoch + 1, self.model, self.best)
+            atomic_save(state, self.output / BEST)
 
     def write_results(self) -> dict[str, Any]:
-        best = self.best if self.best["epoch"] > 0 else {}
-        results = {
-            "initial_mAP": self.initial["mAP"] if self.initial else None,
-            "initial": self.initial,
-            "mAP": best.get("mAP"),
-            "mINP": best.get("mINP"),
-            "rank1": best.get("rank1"),
-            "rank5": best.get("rank5"),
-            "rank10": best.get("rank10"),
-            "best_epoch": best.get("epoch"),
-            "epochs_done": self.epoch,
-            "wall_seconds": round(self.elapsed, 1),
-            "device": str(self.device),
-            "world_size": self.world_size,
-            "batch_size": self.cfg.train.batch_size,
-            "batch_size_per_process": self.cfg.train.batch_size // self.world_size,
-            "dataset": {"name": self.dataset.name, "root": str(self.dataset.root)},
-            "history": self.history,
-        }
+        results = results_record(
+            self.cfg,
+            self.dataset,
+            best=self.best,
+            initial=self.initial,
+            epochs_done=self.epoch,
+            elapsed=self.elapsed,
+            device=self.device,
+            world_size=self.world_size,
+            history=self.history,
+        )
         if self.is_main:
             rd.write_json_atomic(results, self.output / rd.RESULTS_FILE)
         return results

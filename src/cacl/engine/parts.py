@@ -1,0 +1,165 @@
+"""The pieces a :class:`~cacl.engine.trainer.Trainer` is built from and writes: the network and
+its optimiser, the memory-bank features of a branch, the model checkpoint and ``results.json``.
+Functions of their arguments only; the trainer holds the state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cacl import distributed
+from cacl.config import Config
+from cacl.data.default import resolve_dataset
+from cacl.data.transforms import test_transform
+from cacl.data.types import ReidDataset
+from cacl.engine.preflight import check_enough_data
+from cacl.errors import CaclError, TrainingError
+from cacl.evaluation.extract import extract_features
+from cacl.models import CACLNet, use_channels_last
+
+
+def load_train_data(cfg: Config) -> tuple[ReidDataset, np.ndarray, np.ndarray | None]:
+    """The dataset of ``cfg.data`` (generated once per machine for the synthetic set), the
+    camera of every training image, and the true identities where every image has one."""
+    t = cfg.train
+    with distributed.local_main_first():
+        dataset = resolve_dataset(cfg.data)
+    check_enough_data(len(dataset.train), t.batch_size, cfg.cluster.min_samples)
+    camids = np.array([s.camid for s in dataset.train])
+    pids = np.array([s.pid for s in dataset.train])
+    true_pids = pids if np.all(pids >= 0) else None
+    if t.supervised and true_pids is None:
+        raise CaclError("train.supervised=true needs identities in the training file names")
+    return dataset, camids, true_pids
+
+
+def describe_run(
+    cfg: Config, dataset: ReidDataset, device: torch.device, world_size: int, batch: str, amp: str
+) -> str:
+    """The log line that opens a training run."""
+    t, m = cfg.train, cfg.model
+    processes = f" x {world_size} processes" if world_size > 1 else ""
+    sync_bn = ", SyncBN" if m.sync_bn and world_size > 1 else ""
+    return (
+        f"training {m.backbone} on {dataset.name} ({len(dataset.train)} images), device "
+        f"{device}{processes}, {batch}, {t.epochs} epochs x {t.iters} iters, {amp}{sync_bn}"
+    )
+
+
+def step_failure(exc: Exception, cfg: Config, epoch: int, step: int, output: Path) -> TrainingError:
+    """A failed training step (NaN / exploding loss) as one error that says where the run stands
+    and what to change."""
+    last = output / "last.pt"
+    where = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint yet"
+    return TrainingError(
+        f"epoch {epoch + 1}, step {step + 1}: {exc}; {where}. Try a lower "
+        f"optim.lr (now {cfg.optim.lr:g}) or train.max_grad_norm=5"
+    )
+
+
+def build_network(cfg: Config, device: torch.device) -> CACLNet:
+    """The two-branch network of ``cfg.model`` on ``device`` (NHWC weights with
+    ``train.channels_last``)."""
+    m = cfg.model
+    net = CACLNet(m.backbone, m.pretrained, m.last_stride, m.gray_branch, m.predictor, m.input_norm)
+    net.to(device)
+    if cfg.train.channels_last:
+        use_channels_last(net)
+    return net
+
+
+def build_optimizer(
+    model: torch.nn.Module, cfg: Config
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.StepLR]:
+    """Adam over the trainable parameters (frozen neck biases excluded) and the step schedule:
+    the learning rate x ``optim.lr_gamma`` every ``optim.step_size`` epochs."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=cfg.optim.step_size, gamma=cfg.optim.lr_gamma
+    )
+    return optimizer, scheduler
+
+
+def branch_features(
+    model: CACLNet,
+    branch: int,
+    dataset: ReidDataset,
+    cfg: Config,
+    device: torch.device,
+    *,
+    calibrate: bool = True,
+    progress: bool = True,
+) -> torch.Tensor:
+    """L2-normalised features ``x`` (branch 1) or ``x~`` (branch 2, on gray-scale images) of every
+    training image: eval mode, test transform (docs/method.md, "Instance memory banks"). With
+    ``calibrate`` and ``model.calibrate_neck`` the neck's statistics are set from these images
+    first. Every rank of a process group extracts its share."""
+    d, net = cfg.data, model.branch1 if branch == 1 else model.branch2
+    net.eval()
+    feats = extract_features(
+        lambda images: net(images)[0],  # pooled: the neck is applied below
+        dataset.train,
+        test_transform(d.height, d.width, gray=branch == 2),
+        device=device,
+        batch_size=max(cfg.train.batch_size, 64),
+        workers=d.workers,
+        desc=f"memory init (branch {branch})",
+        progress=progress,
+        shard=True,
+    )
+    if calibrate and cfg.model.calibrate_neck:
+        net.calibrate_neck(feats)
+    with torch.no_grad():
+        feats = torch.cat([net.head(c.to(device)).cpu() for c in feats.split(4096)])
+    net.train()
+    return feats
+
+
+def model_checkpoint(cfg: Config, epoch: int, model: torch.nn.Module, metrics: dict) -> dict:
+    """What ``best.pt`` holds: the config, the epoch, the network and its scores."""
+    return {
+        "format": "cacl-model-v1",
+        "config": cfg.to_dict(),
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "metrics": metrics,
+    }
+
+
+def results_record(
+    cfg: Config,
+    dataset: ReidDataset,
+    *,
+    best: dict[str, Any],
+    initial: dict[str, Any] | None,
+    epochs_done: int,
+    elapsed: float,
+    device: torch.device,
+    world_size: int,
+    history: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """``results.json``: the best epoch's scores, the score before training, the run's facts
+    and the per-epoch history."""
+    best = best if best["epoch"] > 0 else {}
+    return {
+        "initial_mAP": initial["mAP"] if initial else None,
+        "initial": initial,
+        "mAP": best.get("mAP"),
+        "mINP": best.get("mINP"),
+        "rank1": best.get("rank1"),
+        "rank5": best.get("rank5"),
+        "rank10": best.get("rank10"),
+        "best_epoch": best.get("epoch"),
+        "epochs_done": epochs_done,
+        "wall_seconds": round(elapsed, 1),
+        "device": str(device),
+        "world_size": world_size,
+        "batch_size": cfg.train.batch_size,
+        "batch_size_per_process": cfg.train.batch_size // world_size,
+        "dataset": {"name": dataset.name, "root": str(dataset.root)},
+        "history": history,
+    }
