@@ -72,7 +72,7 @@ def test_gradient_reaches_the_features_not_the_proxies():
 
 def test_memory_proxies_follow_the_update_rule():
     g = torch.Generator().manual_seed(0)
-    memory = InstanceMemory(torch.randn(30, 8, generator=g), momentum=0.2)
+    memory = InstanceMemory(torch.randn(30, 8, generator=g), alpha=0.2)
     cams = torch.arange(30) % 3
     labels = torch.arange(30) // 6
     labels[5] = -1

@@ -78,3 +78,13 @@ def test_shipped_config_by_name():
     assert load_config("market1501").data.name == "market1501"
     with pytest.raises(ConfigError, match="shipped configs: .*market1501"):
         load_config("nonexistent")
+
+
+def test_train_momentum_is_now_memory_alpha_and_old_configs_still_load():
+    from cacl.config import config_from_dict, load_config
+
+    assert load_config("market1501").memory.alpha == 0.2
+    assert load_config(None, ["train.momentum=0.3"]).memory.alpha == 0.3
+    old = load_config("smoke").to_dict()
+    old["train"]["momentum"] = old.pop("memory")["alpha"] + 0.1
+    assert config_from_dict(old).memory.alpha == pytest.approx(0.3)

@@ -1,4 +1,4 @@
-"""Instance memory: vectorised momentum update against a sequential loop; incremental centroids."""
+"""Instance memory: vectorised update against a sequential loop; incremental centroids."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def centroids_of(bank, labels):
 def test_update_matches_sequential_loop(indexes):
     torch.manual_seed(0)
     init = torch.randn(10, 6)
-    memory = InstanceMemory(init, momentum=0.2)
+    memory = InstanceMemory(init, alpha=0.2)
     idx = torch.tensor(indexes)
     feats = F.normalize(torch.randn(len(indexes), 6), dim=1)
     expected = sequential_update(F.normalize(init, dim=1), idx, feats, 0.2)
@@ -42,7 +42,7 @@ def test_update_matches_sequential_loop(indexes):
 
 def test_incremental_centroids_equal_recomputed_means():
     torch.manual_seed(1)
-    memory = InstanceMemory(torch.randn(50, 8), momentum=0.2)
+    memory = InstanceMemory(torch.randn(50, 8), alpha=0.2)
     labels = torch.randint(0, 7, (50,))
     labels[:7] = torch.arange(7)  # every class present
     memory.set_labels(labels)
@@ -76,8 +76,8 @@ def test_state_round_trip_keeps_rows_and_centroids():
 
 
 def test_bad_inputs():
-    with pytest.raises(ValueError, match="momentum"):
-        InstanceMemory(torch.randn(3, 2), momentum=1.0)
+    with pytest.raises(ValueError, match="alpha"):
+        InstanceMemory(torch.randn(3, 2), alpha=1.0)
     memory = InstanceMemory(torch.randn(3, 2))
     with pytest.raises(ValueError, match="labels must be"):
         memory.set_labels(torch.tensor([0, -2, 1]))
@@ -89,11 +89,18 @@ def test_bad_inputs():
 
 def test_from_state_dict_rebuilds_rows_labels_and_centroids():
     g = torch.Generator().manual_seed(0)
-    memory = InstanceMemory(torch.randn(12, 4, generator=g), momentum=0.3)
+    memory = InstanceMemory(torch.randn(12, 4, generator=g), alpha=0.3)
     memory.set_labels(torch.arange(12) % 3)
     memory.update(torch.tensor([0, 5]), torch.randn(2, 4, generator=g))
     copy = InstanceMemory.from_state_dict(memory.state_dict())
-    assert copy.momentum == 0.3
+    assert copy.alpha == 0.3
     torch.testing.assert_close(copy.features, memory.features)
     torch.testing.assert_close(copy.centroids, memory.centroids)
     assert torch.equal(copy.labels, memory.labels)
+
+
+def test_state_saved_before_the_alpha_rename_loads():
+    memory = InstanceMemory(torch.randn(5, 3), alpha=0.4)
+    state = memory.state_dict()
+    state["momentum"] = state.pop("alpha")
+    assert InstanceMemory.from_state_dict(state, "cpu").alpha == 0.4

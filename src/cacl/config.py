@@ -109,12 +109,16 @@ class OptimConfig:
 
 
 @dataclass
+class MemoryConfig:
+    alpha: float = 0.2  # the instance memories' update: v <- alpha v + (1 - alpha) x
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 80
     iters: int = 400
     batch_size: int = 64  # the global batch (all processes together), P x K
     num_instances: int = 4
-    momentum: float = 0.2  # alpha of the memory update
     eval_every: int = 5
     seed: int = 1
     deterministic: bool = False
@@ -134,6 +138,7 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -186,7 +191,12 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported field type {annotation}")
 
 
+#: Keys that were renamed: configs and runs written with the old name still load.
+RENAMED = {"train.momentum": "memory.alpha"}
+
+
 def _set(cfg: Config, dotted: str, value: Any) -> None:
+    dotted = RENAMED.get(dotted, dotted)
     parts = dotted.split(".")
     sections = [f.name for f in dataclasses.fields(cfg)]
     if len(parts) != 2 or parts[0] not in sections:

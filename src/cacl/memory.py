@@ -24,18 +24,18 @@ class InstanceMemory:
 
     Args:
         features: initial rows (N, D); normalised on the way in.
-        momentum: ``alpha`` of the update rule (0.2 in the paper): the weight of the old row.
+        alpha: the update rule's ``alpha`` (0.2 in the paper): the weight of the old row.
 
     After :meth:`set_cameras` the bank also keeps camera proxies (``proxies``, ``proxy_class``,
     ``proxy_camera``, ``proxy_index``).
     """
 
-    def __init__(self, features: torch.Tensor, momentum: float = 0.2) -> None:
+    def __init__(self, features: torch.Tensor, alpha: float = 0.2) -> None:
         if features.dim() != 2:
             raise ValueError(f"memory features must be (N, D), got {tuple(features.shape)}")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        self.momentum = momentum
+        if not 0.0 <= alpha < 1.0:
+            raise ValueError(f"alpha must be in [0, 1), got {alpha}")
+        self.alpha = alpha
         self.features = F.normalize(features.detach().float(), dim=1).clone()
         self.labels: torch.Tensor | None = None
         self.centroids: torch.Tensor | None = None
@@ -114,7 +114,7 @@ class InstanceMemory:
 
     @torch.no_grad()
     def update(self, indexes: torch.Tensor, features: torch.Tensor) -> None:
-        """Apply the momentum rule to rows ``indexes`` with new ``features`` (B, D).
+        """Apply the update rule to rows ``indexes`` with new ``features`` (B, D).
 
         An index that occurs several times in a batch is updated once per occurrence, in batch
         order, exactly as a sequential loop would; the work is vectorised per occurrence round
@@ -130,7 +130,7 @@ class InstanceMemory:
         for rows in _occurrence_rounds(indexes):
             idx = indexes[rows]
             old = self.features[idx]
-            new = F.normalize(self.momentum * old + (1.0 - self.momentum) * features[rows], dim=1)
+            new = F.normalize(self.alpha * old + (1.0 - self.alpha) * features[rows], dim=1)
             self.features[idx] = new
             if self.centroids is not None:
                 assert self.labels is not None and self._counts is not None
@@ -146,17 +146,17 @@ class InstanceMemory:
                 self.proxies.index_add_(0, pid[keep], delta)
 
     def state_dict(self) -> dict[str, torch.Tensor | float | None]:
-        return {"features": self.features, "labels": self.labels, "momentum": self.momentum}
+        return {"features": self.features, "labels": self.labels, "alpha": self.alpha}
 
     @classmethod
     def from_state_dict(cls, state: dict, device: torch.device | str = "cpu") -> InstanceMemory:
         """A bank rebuilt from :meth:`state_dict` (rows, labels, centroids) on ``device``."""
-        memory = cls(torch.zeros(1, 1), float(state["momentum"]))
+        memory = cls(torch.zeros(1, 1), _alpha(state))
         memory.load_state_dict(state)
         return memory.to(device)
 
     def load_state_dict(self, state: dict) -> None:
-        self.momentum = float(state["momentum"])
+        self.alpha = _alpha(state)
         self.features = state["features"].to(self.device, torch.float32).clone()
         self.labels = self.centroids = self._counts = None
         self.proxies = self.proxy_class = self.proxy_camera = self.proxy_index = None
@@ -182,3 +182,8 @@ def _occurrence_rounds(indexes: torch.Tensor) -> list[torch.Tensor]:
     return [
         torch.nonzero(occurrence == r, as_tuple=True)[0] for r in range(int(occurrence.max()) + 1)
     ]
+
+
+def _alpha(state: dict) -> float:
+    """The update's alpha from a state dict (saved as ``momentum`` before the rename)."""
+    return float(state["alpha"] if "alpha" in state else state["momentum"])

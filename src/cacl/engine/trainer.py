@@ -176,10 +176,10 @@ class Trainer:
     def init_memory(self) -> None:
         """Fill both banks with the features of every training image (eval mode, test transform)."""
         t0 = time.time()
-        momentum = self.cfg.train.momentum
-        self.memory = InstanceMemory(self._extract(1), momentum).to(self.device)
+        alpha = self.cfg.memory.alpha
+        self.memory = InstanceMemory(self._extract(1), alpha).to(self.device)
         if self.model.branch2 is not None:
-            self.memory_tilde = InstanceMemory(self._extract(2), momentum).to(self.device)
+            self.memory_tilde = InstanceMemory(self._extract(2), alpha).to(self.device)
         self._give_cameras()
         log.info("memory banks initialised in %.1f s", time.time() - t0)
 
