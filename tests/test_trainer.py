@@ -224,8 +224,15 @@ def test_an_early_failure_leaves_no_run_folder(cache, tmp_path):
     out = tmp_path / "run"
     missing = tmp_path / "no-such-folder"
     code = main(
-        ["train", "--config", "smoke", "--output", str(out), "data.name=folder",
-         f"data.root={missing}"]
+        [
+            "train",
+            "--config",
+            "smoke",
+            "--output",
+            str(out),
+            "data.name=folder",
+            f"data.root={missing}",
+        ]
     )
     assert code == 1 and not out.exists()
     tiny = tmp_path / "tiny"
@@ -270,7 +277,9 @@ def test_cluster_source_extract_clusters_fresh_features(cache, tmp_path, monkeyp
     calls = []
     extract = trainer._extract
     monkeypatch.setattr(
-        trainer, "_extract", lambda b, calibrate=True: calls.append(calibrate) or extract(b, calibrate)
+        trainer,
+        "_extract",
+        lambda b, calibrate=True: calls.append(calibrate) or extract(b, calibrate),
     )
     trainer.fit()
     assert calls.count(False) == 1  # epoch 2 re-extracted branch 1 (epoch 1 used the new memory)
@@ -290,3 +299,46 @@ def test_seeds_are_derived_as_before_and_differ_per_rank_and_epoch():
     assert rank_seed(5, 0) == 5
     seeds = {epoch_seed(s, e, r) for s in (1, 2) for e in range(80) for r in range(8)}
     assert len(seeds) == 2 * 80 * 8
+
+
+def test_memory_init_is_eval_mode_test_transform_features_gray_for_branch_2(cache, tmp_path):
+    from cacl.data.transforms import test_transform
+
+    cfg = load_config("smoke", FAST)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    trainer.init_memory()
+    net = trainer.model.eval()
+    samples = trainer.dataset.train[:6]
+    for branch, memory, gray in (
+        (net.branch1, trainer.memory, False),
+        (net.branch2, trainer.memory_tilde, True),
+    ):
+        transform = test_transform(32, 16, gray=gray)
+        with torch.no_grad():
+            expected = torch.cat(
+                [branch(transform(Image.open(s.path).convert("RGB"))[None])[1] for s in samples]
+            )
+        torch.testing.assert_close(memory.features[:6], expected, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(memory.features.norm(dim=1), torch.ones(len(memory.features)))
+
+
+def test_relabel_reads_the_memory_and_extracts_nothing(cache, tmp_path, monkeypatch):
+    import cacl.engine.trainer as trainer_module
+
+    cfg = load_config("smoke", [*FAST, "cluster.source=memory"])
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    trainer.init_memory()
+    trainer.epoch = 1  # past the first epoch: source=extract would re-extract here
+    seen = []
+    original = trainer_module.compute_classes
+    monkeypatch.setattr(
+        trainer_module,
+        "compute_classes",
+        lambda features, *a, **k: seen.append(features) or original(features, *a, **k),
+    )
+    monkeypatch.setattr(trainer_module, "branch_features", lambda *a, **k: pytest.fail("extracted"))
+    monkeypatch.setattr(
+        trainer_module, "extract_features", lambda *a, **k: pytest.fail("extracted"), raising=False
+    )
+    trainer.relabel()
+    assert len(seen) == 1 and seen[0] is trainer.memory.features
