@@ -85,6 +85,16 @@ class ClusterConfig:
     k2_intra: int = 3  # CA-Jaccard query expansion: first rows of the intra-camera list
     k2_inter: int = 3  # ... and of the inter-camera list
 
+    def encoding_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`cacl.clustering.pseudo_labels.encoding`."""
+        names = ("k1", "k2", "distance", "camera_norm", "k1_intra", "k1_inter", "k2_intra")
+        return {name: getattr(self, name) for name in (*names, "k2_inter")}
+
+    def clustering_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`cacl.clustering.labels_from_distance`."""
+        names = ("eps", "eps_gap", "min_samples", "refine", "ratio")
+        return {name: getattr(self, name) for name in names}
+
 
 @dataclass
 class LossConfig:

@@ -65,18 +65,8 @@ def run(args: argparse.Namespace) -> int:
     true_pids = pids if np.all(pids >= 0) else None
     distance = args.distance or c.distance
     camera_norm = args.camera_norm or c.camera_norm
-    v = encoding(
-        features,
-        k1=c.k1,
-        k2=c.k2,
-        cameras=cameras,
-        distance=distance,
-        camera_norm=camera_norm,
-        k1_intra=c.k1_intra,
-        k1_inter=c.k1_inter,
-        k2_intra=c.k2_intra,
-        k2_inter=c.k2_inter,
-    )
+    options = c.encoding_options() | {"distance": distance, "camera_norm": camera_norm}
+    v = encoding(features, cameras=cameras, **options)
     dist = jaccard_from_encoding(v)
     sizes = (
         f"k1 intra/inter = {c.k1_intra}/{c.k1_inter}, k2 intra/inter = {c.k2_intra}/{c.k2_inter}"
@@ -89,14 +79,9 @@ def run(args: argparse.Namespace) -> int:
     )
     header = f"{'eps':>6} {'clusters':>9} {'outliers':>9} {'median':>7} {'max':>5} {'2+cam':>6}"
     print(header + (f" {'NMI':>6} {'ARI':>6}" if true_pids is not None else ""))
-    sweep = sweep_eps(
-        dist,
-        args.eps,
-        eps_gap=c.eps_gap,
-        min_samples=c.min_samples,
-        refine=not args.no_refine,
-        ratio=c.ratio,
-    )
+    clustering = c.clustering_options() | {"refine": not args.no_refine}
+    clustering.pop("eps")
+    sweep = sweep_eps(dist, args.eps, **clustering)
     for eps, (labels, _) in zip(args.eps, sweep, strict=True):
         s = ClusterStats.of(labels, true_pids=true_pids, cameras=cameras).as_dict()
         line = (

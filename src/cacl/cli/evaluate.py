@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from cacl.cli.options import add_model_run_options, load_model_and_data
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -14,8 +16,6 @@ def register(subparsers) -> None:
         "with the Market-1501 protocol.",
     )
     parser.add_argument("checkpoint", help="a checkpoint file or a run folder (uses best.pt)")
-    parser.add_argument("--data", default=None, help="dataset name (default: the training one)")
-    parser.add_argument("--root", default=None, help="dataset folder (default: the training one)")
     parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
     parser.add_argument(
         "--branch",
@@ -25,24 +25,15 @@ def register(subparsers) -> None:
         help="1: the colour branch (the model's output, default); 2: the gray branch on "
         "gray-scale images (a diagnostic of what the training-only branch learned)",
     )
-    parser.add_argument("--device", default="auto", help="auto (CUDA if any), cpu, cuda, cuda:N")
-    parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
-    parser.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    add_model_run_options(parser, progress=False)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from cacl.checkpoints.network import load_network
-    from cacl.data.default import resolve_dataset
-    from cacl.distributed import resolve_device
     from cacl.errors import CaclError
     from cacl.evaluation.network import evaluate_network
 
-    if args.batch_size < 1 or args.workers < 0:
-        raise CaclError("--batch-size must be at least 1 and --workers at least 0")
-    device = resolve_device(args.device, "--device")
-    net, cfg, _ = load_network(args.checkpoint, device)
-    dataset = resolve_dataset(cfg.data, args.data, args.root)
+    net, cfg, _, dataset, device = load_model_and_data(args)
     if not dataset.has_test_split:
         raise CaclError(
             f"{dataset.name} ({cfg.data.root}) has no query / gallery split to evaluate on; "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cacl.cli.options import add_model_run_options, check_model_run_options
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -19,15 +21,10 @@ def register(subparsers) -> None:
         ),
     )
     parser.add_argument("run_dir", help="a run folder (holding results.json and config.yaml)")
-    parser.add_argument("--data", default=None, help="dataset name (default: the run's)")
-    parser.add_argument("--root", default=None, help="dataset folder (default: the run's)")
     parser.add_argument("--queries", type=int, default=8, help="queries in the ranked grid")
     parser.add_argument("--top", type=int, default=10, help="matches per query in the grid")
     parser.add_argument("--seed", type=int, default=0, help="seed choosing the grid's queries")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_model_run_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -38,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.queries < 1 or args.top < 1:
         raise CommandError(f"--queries and --top must be at least 1: {args.queries}, {args.top}")
+    check_model_run_options(args)
     path = make_report(
         args.run_dir,
         data=args.data,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cacl.cli.options import add_model_run_options, load_model_and_data
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -19,8 +21,6 @@ def register(subparsers) -> None:
         ),
     )
     parser.add_argument("checkpoint", help="a checkpoint file or a run folder (uses best.pt)")
-    parser.add_argument("--data", default=None, help="dataset name (default: the training one)")
-    parser.add_argument("--root", default=None, help="dataset folder (default: the training one)")
     parser.add_argument("--which", choices=("best", "worst", "random"), default="best")
     parser.add_argument("--n", type=int, default=20, help="number of queries (default 20)")
     parser.add_argument("--top", type=int, default=10, help="matches shown per query (default 10)")
@@ -31,24 +31,16 @@ def register(subparsers) -> None:
         "or inside the run folder)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of --which random")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_model_run_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from cacl.checkpoints.network import load_network
-    from cacl.data.default import resolve_dataset
-    from cacl.distributed import resolve_device
     from cacl.report.visrank import VisrankError, compute_ranking, write_visrank
 
     if args.n < 1 or args.top < 1:
         raise VisrankError(f"--n and --top must be at least 1, got {args.n} and {args.top}")
-    device = resolve_device(args.device)
-    net, cfg, meta = load_network(args.checkpoint, device)
-    dataset = resolve_dataset(cfg.data, args.data, args.root)
+    net, cfg, meta, dataset, device = load_model_and_data(args)
     ranking = compute_ranking(
         net,
         dataset,

@@ -8,6 +8,7 @@ values would give on one distance matrix, to help choosing ``eps``.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -34,48 +35,12 @@ DISTANCES = ("jaccard", "ca_jaccard")
 CAMERA_NORMS = ("none", "center")
 
 
-def pseudo_labels(
-    features: FeatureArray,
-    *,
-    eps: float = 0.6,
-    eps_gap: float = 0.02,
-    k1: int = 30,
-    k2: int = 6,
-    min_samples: int = 4,
-    refine: bool = True,
-    ratio: float = 1.0,
-    cameras: np.ndarray | None = None,
-    distance: str = "jaccard",
-    camera_norm: str = "none",
-    k1_intra: int = 5,
-    k1_inter: int = 20,
-    k2_intra: int = 3,
-    k2_inter: int = 3,
-    **knn_options: Any,
-) -> np.ndarray:
+def pseudo_labels(features: FeatureArray, **options: Any) -> np.ndarray:
     """Cluster labels of the memory features, -1 for un-clustered (int64, length N).
 
-    See :func:`pseudo_labels_with_stats` for the arguments.
+    Takes the keyword arguments of :func:`pseudo_labels_with_stats` (its signature is this one's).
     """
-    labels, _ = pseudo_labels_with_stats(
-        features,
-        eps=eps,
-        eps_gap=eps_gap,
-        k1=k1,
-        k2=k2,
-        min_samples=min_samples,
-        refine=refine,
-        ratio=ratio,
-        cameras=cameras,
-        distance=distance,
-        camera_norm=camera_norm,
-        k1_intra=k1_intra,
-        k1_inter=k1_inter,
-        k2_intra=k2_intra,
-        k2_inter=k2_inter,
-        **knn_options,
-    )
-    return labels
+    return pseudo_labels_with_stats(features, **options)[0]
 
 
 def pseudo_labels_with_stats(
@@ -141,9 +106,16 @@ def pseudo_labels_with_stats(
     with _timed(seconds, "jaccard_distance"):
         # DBSCAN only looks at distances <= eps; the refinement recomputes what it needs.
         graph = jaccard_from_encoding(v, max_distance=eps, progress=progress)
-    refine_with = (lambda raw, tight: refine_from_encoding(v, raw, tight, ratio)) if refine else None
+    refine_with = (
+        (lambda raw, tight: refine_from_encoding(v, raw, tight, ratio)) if refine else None
+    )
     raw, labels = _dbscan_and_refine(graph, eps, eps_gap, min_samples, refine_with, seconds)
     return labels, _statistics(raw, labels, eps, seconds, log=True)
+
+
+pseudo_labels.__signature__ = inspect.signature(pseudo_labels_with_stats).replace(  # type: ignore[attr-defined]
+    return_annotation="np.ndarray"
+)
 
 
 def encoding(

@@ -39,21 +39,10 @@ def compute_classes(
 
     labels, raw = pseudo_labels_with_stats(
         features,
-        eps=cfg.eps,
-        eps_gap=cfg.eps_gap,
-        k1=cfg.k1,
-        k2=cfg.k2,
-        min_samples=cfg.min_samples,
-        refine=cfg.refine,
-        ratio=cfg.ratio,
         cameras=cameras,
-        distance=cfg.distance,
-        camera_norm=cfg.camera_norm,
-        k1_intra=cfg.k1_intra,
-        k1_inter=cfg.k1_inter,
-        k2_intra=cfg.k2_intra,
-        k2_inter=cfg.k2_inter,
         backend=cfg.knn,
+        **cfg.clustering_options(),
+        **cfg.encoding_options(),
     )
     stats = ClusterStats.of(
         labels,
