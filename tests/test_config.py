@@ -88,3 +88,20 @@ def test_train_momentum_is_now_memory_alpha_and_old_configs_still_load():
     old = load_config("smoke").to_dict()
     old["train"]["momentum"] = old.pop("memory")["alpha"] + 0.1
     assert config_from_dict(old).memory.alpha == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("name", ["market1501", "dukemtmcreid", "msmt17"])
+def test_dataset_configs_keep_the_paper_pipeline_and_ship_a_camera_variant(name):
+    from cacl.config import load_config
+
+    paper, camera = load_config(name).to_dict(), load_config(f"{name}_camera").to_dict()
+    assert paper["cluster"]["distance"] == "jaccard" and paper["cluster"]["camera_norm"] == "none"
+    assert paper["loss"]["camera_weight"] == 0 and paper["cluster"]["source"] == "memory"
+    assert camera["cluster"]["distance"] == "ca_jaccard" and camera["loss"]["camera_weight"] == 0.5
+    changed = {
+        f"{section}.{key}"
+        for section in paper
+        for key in paper[section]
+        if paper[section][key] != camera[section][key]
+    }
+    assert changed <= {"cluster.eps", "cluster.distance", "cluster.source", "loss.camera_weight"}
