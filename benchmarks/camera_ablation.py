@@ -86,16 +86,31 @@ METHODS: dict[str, list[str]] = {
 #: How the table names the rows (method keys otherwise).
 LABELS = {
     "paper": "paper pipeline (camera-blind CACL)",
-    "center": "+ camera centring",
-    "center+camera": "+ camera term (`loss.camera_weight=0.5`)",
-    "center+camera+extract": "+ fresh features (`cluster.source=extract`) = **shipped default**",
-    "one-branch center+camera+extract": "one-branch baseline, same options",
+    "center": "paper + camera centring",
+    "ca_jaccard": "paper + CA-Jaccard",
+    "center+ca_jaccard": "paper + camera centring + CA-Jaccard",
+    "center+camera": "paper + centring + camera term (`loss.camera_weight=0.5`)",
+    "center+camera+extract": "centring + camera term + fresh features (`cluster.source=extract`) "
+    "= **shipped default**",
+    "one-branch center+camera+extract": "one-branch baseline, shipped options",
     "center+camera+extract both": "shipped, camera term on both branches",
     "center+ca_jaccard+camera+extract": "shipped + CA-Jaccard",
     "center+extract": "camera centring + fresh features (no camera term)",
-    "ca_jaccard": "paper + CA-Jaccard",
-    "center+ca_jaccard": "camera centring + CA-Jaccard",
 }
+
+
+#: The table's row order (other methods follow).
+ORDER = [
+    "paper",
+    "center",
+    "ca_jaccard",
+    "center+ca_jaccard",
+    "center+camera",
+    "center+camera+extract",
+    "one-branch center+camera+extract",
+    "center+camera+extract both",
+    "center+ca_jaccard+camera+extract",
+]
 
 
 def summarise(method: str, seed: int, config: str, overrides: list[str], result: dict) -> dict:
@@ -140,8 +155,7 @@ def print_table(path: Path, config: str | None = None) -> None:
     print("| method | seeds | mAP | rank-1 | ARI (last epoch) | own-camera 10-NN (chance) | "
           "2+ camera clusters | wall time (min) |")
     print("|---|---|---|---|---|---|---|---|")
-    order = {m: i for i, m in enumerate(["paper", "center", "center+camera",
-                                          "center+camera+extract"])}
+    order = {m: i for i, m in enumerate(ORDER)}
     for method, results in sorted(rows.items(), key=lambda kv: order.get(kv[0], 99)):
         seeds = ",".join(str(r["seed"]) for r in sorted(results, key=lambda r: r["seed"]))
         chance = mean_spread([r["own_camera_chance"] for r in results], 2)
