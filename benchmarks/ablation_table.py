@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from camera_ablation import PAPER, mean_spread, summarise  # noqa: E402
+from camera_ablation import PAPER, score_cells, summarise  # noqa: E402
 from camera_ablation import RESULTS as CAMERA_RESULTS  # noqa: E402
 from synthetic_table import run_training  # noqa: E402
 
@@ -115,14 +115,7 @@ def print_table(results: Path, camera_results: Path) -> None:
             continue
         runs = sorted(rows[key], key=lambda r: r["seed"])
         set_name, clustering, method = key
-        chance = mean_spread([r["own_camera_chance"] for r in runs], 2)
-        print(
-            f"| {SET_LABELS[set_name]} | {clustering} | {method} | "
-            f"{','.join(str(r['seed']) for r in runs)} | {mean_spread([r['mAP'] for r in runs])} | "
-            f"{mean_spread([r['rank1'] for r in runs])} | {mean_spread([r['ari'] for r in runs])} | "
-            f"{mean_spread([r['own_camera_share'] for r in runs], 2)} ({chance}) | "
-            f"{mean_spread([(r['wall_seconds'] or 0) / 60 for r in runs], 1)} |"
-        )
+        print(f"| {SET_LABELS[set_name]} | {clustering} | {method} | {' | '.join(score_cells(runs))} |")
 
 
 def main() -> None:

@@ -157,16 +157,22 @@ def print_table(path: Path, config: str | None = None) -> None:
     print("|---|---|---|---|---|---|---|---|")
     order = {m: i for i, m in enumerate(ORDER)}
     for method, results in sorted(rows.items(), key=lambda kv: order.get(kv[0], 99)):
-        seeds = ",".join(str(r["seed"]) for r in sorted(results, key=lambda r: r["seed"]))
-        chance = mean_spread([r["own_camera_chance"] for r in results], 2)
-        print(
-            f"| {LABELS.get(method, method)} | {seeds} | {mean_spread([r['mAP'] for r in results])} | "
-            f"{mean_spread([r['rank1'] for r in results])} | "
-            f"{mean_spread([r['ari'] for r in results])} | "
-            f"{mean_spread([r['own_camera_share'] for r in results], 2)} ({chance}) | "
-            f"{mean_spread([r['multi_camera_clusters'] for r in results], 2)} | "
-            f"{mean_spread([(r['wall_seconds'] or 0) / 60 for r in results], 1)} |"
-        )
+        cells = score_cells(sorted(results, key=lambda r: r["seed"]))
+        multi = mean_spread([r["multi_camera_clusters"] for r in results], 2)
+        print(f"| {LABELS.get(method, method)} | {' | '.join(cells[:-1])} | {multi} | {cells[-1]} |")
+
+
+def score_cells(runs: list[dict]) -> list[str]:
+    """Seeds, mAP, rank-1, ARI, own-camera share (chance) and wall minutes of one table row."""
+    chance = mean_spread([r["own_camera_chance"] for r in runs], 2)
+    return [
+        ",".join(str(r["seed"]) for r in runs),
+        mean_spread([r["mAP"] for r in runs]),
+        mean_spread([r["rank1"] for r in runs]),
+        mean_spread([r["ari"] for r in runs]),
+        f"{mean_spread([r['own_camera_share'] for r in runs], 2)} ({chance})",
+        mean_spread([(r["wall_seconds"] or 0) / 60 for r in runs], 1),
+    ]
 
 
 def main() -> None:

@@ -337,8 +337,5 @@ def test_relabel_reads_the_memory_and_extracts_nothing(cache, tmp_path, monkeypa
         lambda features, *a, **k: seen.append(features) or original(features, *a, **k),
     )
     monkeypatch.setattr(trainer_module, "branch_features", lambda *a, **k: pytest.fail("extracted"))
-    monkeypatch.setattr(
-        trainer_module, "extract_features", lambda *a, **k: pytest.fail("extracted"), raising=False
-    )
     trainer.relabel()
     assert len(seen) == 1 and seen[0] is trainer.memory.features
