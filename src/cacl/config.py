@@ -121,6 +121,9 @@ class OptimConfig:
 @dataclass
 class MemoryConfig:
     alpha: float = 0.2  # the instance memories' update: v <- alpha v + (1 - alpha) x
+    # Storage of the memory rows: float32 | float16 (half the memory: 4 GB instead of 8 per bank
+    # of 10^6 x 2048); updates, centroids and camera proxies are computed in float32 either way.
+    dtype: str = "float32"
 
 
 @dataclass
@@ -200,6 +203,9 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
         ) from None
     raise ConfigError(f"{key}: unsupported field type {annotation}")
 
+
+#: Values of ``memory.dtype`` (:data:`cacl.memory.DTYPES` names).
+MEMORY_DTYPES = ("float32", "float16")
 
 #: Keys that were renamed: configs and runs written with the old name still load.
 RENAMED = {"train.momentum": "memory.alpha"}
@@ -319,6 +325,7 @@ def validate(cfg: Config) -> None:
     if cfg.cluster.on_no_cluster not in ("continue", "stop"):
         raise ConfigError("cluster.on_no_cluster must be continue or stop")
     _check_choice("model.input_norm", cfg.model.input_norm, ("auto", "imagenet"))
+    _check_choice("memory.dtype", cfg.memory.dtype, MEMORY_DTYPES)
     _check_choice("loss.camera_branches", cfg.loss.camera_branches, ("colour", "both"))
     if cfg.loss.camera_weight < 0 or cfg.loss.camera_temperature <= 0:
         raise ConfigError("loss.camera_weight must be >= 0 and loss.camera_temperature > 0")

@@ -90,7 +90,7 @@ def camera_proxy_loss(
 
     Args:
         x: (B, D) L2-normalised features.
-        proxies: (P, D) proxy rows (means of memory rows; normalised here).
+        proxies: (P, D) proxy rows (means of memory rows; their norms are divided out here).
         proxy_class, proxy_camera: (P,) class and camera of every proxy.
         targets, cameras: (B,) class and camera of every sample.
     """
@@ -100,8 +100,11 @@ def camera_proxy_loss(
         raise ValueError(f"num_negatives must be at least 1, got {num_negatives}")
     if targets.shape != (x.shape[0],) or cameras.shape != (x.shape[0],):
         raise ValueError(f"targets and cameras must be ({x.shape[0]},)")
-    p = F.normalize(proxies.detach().float(), dim=1)
-    sim = x.float() @ p.t() / temperature  # (B, P)
+    # <x_i, p / ||p||>: the products scaled per proxy, no normalised copy of the (P, D) proxies
+    # (P reaches 10^5-10^6 with a million memory rows)
+    p = proxies.detach().float()
+    scale = torch.linalg.vector_norm(p, dim=1).clamp_min(1e-12) * temperature
+    sim = (x.float() @ p.t()) / scale  # (B, P)
     same_class = proxy_class[None, :] == targets[:, None]
     positive = same_class & (proxy_camera[None, :] != cameras[:, None])
     has_positive = positive.any(dim=1)

@@ -28,13 +28,16 @@ import torch
 
 from cacl.clustering.blocked import blocked_knn
 from cacl.clustering.encoding import local_query_expansion, reciprocal_neighbors
-from cacl.clustering.knn import _self_first, prepare_features
+from cacl.clustering.knn import InvalidFeaturesError, _self_first
 from cacl.errors import CaclError
 
 logger = logging.getLogger(__name__)
 
 #: Cameras with fewer rows than this are not centred (their mean is too noisy to subtract).
 MIN_CAMERA_ROWS = 4
+#: :func:`own_camera_share`: at most this many query x row similarities per block, 2^26 float32
+#: values (256 MB); with 4,096 queries of D = 2,048 the 32 MB chunk of rows makes it 64 MB.
+SHARE_BLOCK = 1 << 26
 
 
 def check_cameras(cameras: np.ndarray | torch.Tensor | list, n: int) -> np.ndarray:
@@ -186,6 +189,7 @@ def own_camera_share(
     *,
     max_queries: int = 4096,
     seed: int = 0,
+    max_block: int = SHARE_BLOCK,
 ) -> tuple[float, float]:
     """How camera-bound the features are: ``(share, chance)``.
 
@@ -193,8 +197,17 @@ def own_camera_share(
     averaged over at most ``max_queries`` rows (a fixed random sample when N is larger).
     ``chance``: the same fraction if neighbours were drawn at random, ``(n_cam - 1) / (N - 1)``
     averaged over the same rows. Features that ignore the camera give ``share`` near ``chance``.
+
+    The features (any float dtype, float16 memory banks included) are read in chunks of rows,
+    each converted to float32 on its own (the cosines divide by the row norms; the top ``k`` are
+    merged across chunks): memory of at most ``max_block`` query x row similarities plus a chunk
+    of 2^23 values, whatever N, never a float32 copy of all the rows nor a query x N block.
     """
-    x = prepare_features(features, normalize=True)
+    x = torch.as_tensor(features).detach()
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise InvalidFeaturesError(
+            f"features must be a non-empty (N, D) matrix, got shape {tuple(x.shape)}"
+        )
     cams = check_cameras(cameras, x.shape[0])
     n = x.shape[0]
     if n < 2:
@@ -203,15 +216,46 @@ def own_camera_share(
     rows = np.arange(n)
     if n > max_queries:
         rows = np.sort(np.random.default_rng(seed).choice(n, max_queries, replace=False))
-    own = 0
+    q = torch.as_tensor(rows, device=x.device)
+    queries, norms = _float_rows(x[q], rows)
+    queries = queries / norms[:, None]
+    # columns per block: at most max_block similarities, and at most 2^23 values (32 MB) of rows
+    step = max(1, min(max_block // rows.size, (1 << 23) // x.shape[1]))
+    best = torch.empty(rows.size, 0, device=x.device)
+    best_idx = torch.empty(rows.size, 0, dtype=torch.long, device=x.device)
+    for a in range(0, n, step):
+        b = min(a + step, n)
+        chunk, norms = _float_rows(x[a:b], np.arange(a, b))
+        sim = (queries @ chunk.T).div_(norms)  # (Q, b - a) cosines, no normalised copy of rows
+        del chunk
+        inside = torch.nonzero((q >= a) & (q < b)).flatten()
+        sim[inside, q[inside] - a] = -math.inf  # not itself
+        top = sim.topk(min(k, b - a), dim=1)
+        del sim
+        best = torch.cat([best, top.values], dim=1)
+        best_idx = torch.cat([best_idx, top.indices + a], dim=1)
+        if best.shape[1] > k:
+            keep = best.topk(k, dim=1).indices
+            best, best_idx = best.gather(1, keep), best_idx.gather(1, keep)
     cam_t = torch.as_tensor(cams, device=x.device)
-    for a in range(0, rows.size, 1024):
-        q = torch.as_tensor(rows[a : a + 1024], device=x.device)
-        sim = x[q] @ x.T
-        sim[torch.arange(q.numel(), device=x.device), q] = -math.inf  # not itself
-        top = sim.topk(k, dim=1).indices
-        own += int((cam_t[top] == cam_t[q][:, None]).sum())
+    own = int((cam_t[best_idx] == cam_t[q][:, None]).sum())
     _, inverse, counts = np.unique(cams, return_inverse=True, return_counts=True)
     per_row = counts[inverse]
     chance = float(((per_row[rows] - 1) / (n - 1)).mean())
     return own / (rows.size * k), chance
+
+
+def _float_rows(chunk: torch.Tensor, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """``chunk`` in float32 (itself when it is float32) and the norms of its rows; an
+    :class:`InvalidFeaturesError` naming the first bad row (``rows``: the row numbers of the
+    chunk) for NaN, infinite or zero rows."""
+    x = chunk.to(torch.float32)
+    norms = torch.linalg.vector_norm(x, dim=1)
+    bad = ~torch.isfinite(norms) | (norms == 0)
+    if bool(bad.any()):
+        first = int(rows[int(torch.nonzero(bad)[0])])
+        raise InvalidFeaturesError(
+            f"feature row {first} is NaN, infinite or zero: no cosine neighbours for it; check "
+            "the model output or the memory bank"
+        )
+    return x, norms

@@ -93,17 +93,22 @@ def branch_features(
     *,
     calibrate: bool = True,
     progress: bool = True,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """L2-normalised features ``x`` (branch 1) or ``x~`` (branch 2, on gray-scale images) of every
     training image: eval mode, test transform (docs/method.md, "Instance memory banks"). With
     ``calibrate`` and ``model.calibrate_neck`` the neck's statistics are set from these images
-    first. Every rank of a process group extracts its share."""
+    first. Every rank of a process group extracts its share.
+
+    Returns an (N, D) CPU tensor of ``dtype`` written batch by batch into storage allocated once
+    (the memory bank's, for :meth:`InstanceMemory.from_storage`): float32 pooled features first
+    when the neck is calibrated on them (then the features overwrite them in place for float32),
+    else the features of each batch go straight into the result.
+    """
     d, net = cfg.data, model.branch1 if branch == 1 else model.branch2
+    n = len(dataset.train)
     net.eval()
-    feats = extract_features(
-        lambda images: net(images)[0],  # pooled: the neck is applied below
-        dataset.train,
-        test_transform(d.height, d.width, gray=branch == 2),
+    options = dict(
         device=device,
         batch_size=max(cfg.train.batch_size, 64),
         workers=d.workers,
@@ -111,10 +116,24 @@ def branch_features(
         progress=progress,
         shard=True,
     )
+    transform = test_transform(d.height, d.width, gray=branch == 2)
     if calibrate and cfg.model.calibrate_neck:
-        net.calibrate_neck(feats)
-    with torch.no_grad():
-        feats = torch.cat([net.head(c.to(device)).cpu() for c in feats.split(4096)])
+        pooled = torch.empty(n, net.feat_dim)
+        # pooled: the neck is calibrated on them, then applied below
+        extract_features(
+            lambda images: net(images)[0], dataset.train, transform, out=pooled, **options
+        )
+        net.calibrate_neck(pooled)
+        feats = pooled if dtype == torch.float32 else torch.empty(n, net.feat_dim, dtype=dtype)
+        with torch.no_grad():
+            for a in range(0, n, 4096):  # chunk a is read before it is overwritten
+                feats[a : a + 4096] = net.head(pooled[a : a + 4096].to(device)).cpu()
+        del pooled
+    else:
+        feats = torch.empty(n, net.feat_dim, dtype=dtype)
+        extract_features(
+            lambda images: net(images)[1], dataset.train, transform, out=feats, **options
+        )
     net.train()
     return feats
 

@@ -53,7 +53,7 @@ from cacl.engine.step import train_step
 from cacl.engine.train_data import train_loader
 from cacl.errors import TrainingError
 from cacl.evaluation.network import network_distances, score_distances
-from cacl.memory import InstanceMemory
+from cacl.memory import InstanceMemory, memory_dtype
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +140,12 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.memory = InstanceMemory.from_state_dict(state["memory"], self.device)
+        dtype = memory_dtype(self.cfg.memory.dtype)  # the saved one unless overridden on resume
+        self.memory = InstanceMemory.from_state_dict(state["memory"], self.device, dtype)
         if state.get("memory_tilde") is not None:
-            self.memory_tilde = InstanceMemory.from_state_dict(state["memory_tilde"], self.device)
+            self.memory_tilde = InstanceMemory.from_state_dict(
+                state["memory_tilde"], self.device, dtype
+            )
         self._give_cameras()
         self.classes = state["classes"].numpy() if state.get("classes") is not None else None
         self.epoch, self.history = int(state["epoch"]), list(state["history"])
@@ -173,15 +176,30 @@ class Trainer:
             progress=self.progress,
         )
 
+    def _bank(self, branch: int) -> InstanceMemory:
+        """A memory bank of ``branch``'s features, extracted straight into its storage
+        (``memory.dtype``)."""
+        features = branch_features(
+            self.model,
+            branch,
+            self.dataset,
+            self.cfg,
+            self.device,
+            progress=self.progress,
+            dtype=memory_dtype(self.cfg.memory.dtype),
+        )
+        return InstanceMemory.from_storage(features, self.cfg.memory.alpha).to(self.device)
+
     def init_memory(self) -> None:
         """Fill both banks with the features of every training image (eval mode, test transform)."""
         t0 = time.time()
-        alpha = self.cfg.memory.alpha
-        self.memory = InstanceMemory(self._extract(1), alpha).to(self.device)
+        self.memory = self._bank(1)
         if self.model.branch2 is not None:
-            self.memory_tilde = InstanceMemory(self._extract(2), alpha).to(self.device)
+            self.memory_tilde = self._bank(2)
         self._give_cameras()
-        log.info("memory banks initialised in %.1f s", time.time() - t0)
+        log.info(
+            "memory banks (%s rows) initialised in %.1f s", self.cfg.memory.dtype, time.time() - t0
+        )
 
     def _give_cameras(self) -> None:
         """The memories keep camera proxies when the camera term of the loss is on."""

@@ -30,14 +30,23 @@ def extract_batches(
     desc: str = "extract",
     progress: bool = True,
     stop_on_error: bool = False,
+    out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor | None, list[tuple[int, str]]]:
     """Run ``forward`` over a dataset of ``(tensor, index, reason)`` items, in order.
 
     Returns the float32 CPU features of the items read (None when there are none) and
     ``(index, reason)`` for the others (see :class:`~cacl.data.image_dataset.ImageDataset`);
     with ``stop_on_error`` it stops at the first batch that holds one.
+
+    ``out``: preallocated ``(len(dataset), D)`` storage (any float dtype and device) that the
+    features are written into, batch after batch, converted to its dtype: the features returned
+    are then ``out`` (its first rows when items were not read), and no list of batches is kept.
     """
     device = torch.device(device)
+    if out is not None and (out.dim() != 2 or out.shape[0] < len(dataset)):
+        raise ValueError(
+            f"out must be ({len(dataset)}, D) for {len(dataset)} items, got {tuple(out.shape)}"
+        )
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -48,6 +57,7 @@ def extract_batches(
     )
     chunks: list[torch.Tensor] = []
     errors: list[tuple[int, str]] = []
+    filled = 0  # rows of out written
     with tqdm(total=len(dataset), desc=desc, unit="img", leave=False, disable=not progress) as bar:
         for images, indices, reasons in loader:
             ok = torch.tensor([not r for r in reasons], dtype=torch.bool)
@@ -57,9 +67,24 @@ def extract_batches(
             if not ok.all():
                 images = images[ok]
             if len(images):
-                chunks.append(forward(images.to(device, non_blocking=True)).float().cpu())
+                features = forward(images.to(device, non_blocking=True))
+                if out is None:
+                    chunks.append(features.float().cpu())
+                else:
+                    _write(out, filled, features)
+                    filled += len(features)
             bar.update(len(reasons))
+    if out is not None:
+        return (out[:filled] if filled else None), errors
     return (torch.cat(chunks) if chunks else None), errors
+
+
+def _write(out: torch.Tensor, start: int, features: torch.Tensor) -> None:
+    if features.dim() != 2 or features.shape[1] != out.shape[1]:
+        raise ValueError(
+            f"out holds rows of {out.shape[1]} values; the forward gave {tuple(features.shape)}"
+        )
+    out[start : start + len(features)].copy_(features.detach())
 
 
 def extract_features(
@@ -73,14 +98,18 @@ def extract_features(
     desc: str = "extract",
     progress: bool = True,
     shard: bool = False,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run ``forward`` (a module in eval mode, or a function of a batch) over every sample.
 
     Returns an (N, D) float32 CPU tensor in the order of ``samples`` (an unreadable file is a
     black image, warned once). ``shard=True`` splits the work over the ranks of the process
     group (every rank must call it; no effect without a process group or with fewer samples than
-    ranks).
+    ranks). ``out``: a preallocated (N, D) tensor of any float dtype to write the features into
+    (then returned) instead of a new float32 tensor.
     """
+    if out is not None and tuple(out.shape[:1]) != (len(samples),):
+        raise ValueError(f"out must hold {len(samples)} rows, got shape {tuple(out.shape)}")
     world = distributed.get_world_size() if shard else 1
     options = dict(device=device, batch_size=batch_size, workers=workers, desc=desc)
     if world > 1 and len(samples) >= world:
@@ -92,9 +121,10 @@ def extract_features(
             progress=progress and distributed.is_main(),
             **options,
         )
-        return distributed.all_gather_cat(local)
+        features = distributed.all_gather_cat(local)
+        return features if out is None else out.copy_(features)
     features, _ = extract_batches(
-        forward, ImageDataset(samples, transform), progress=progress, **options
+        forward, ImageDataset(samples, transform), progress=progress, out=out, **options
     )
     if features is None:
         raise ValueError("no samples to extract features from")
