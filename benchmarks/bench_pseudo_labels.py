@@ -10,12 +10,21 @@ also in fresh processes.
     python benchmarks/bench_pseudo_labels.py --sizes 100000 --no-floor
     python benchmarks/bench_pseudo_labels.py --sizes 4000 --backend faiss
     python benchmarks/bench_pseudo_labels.py --sizes 32621 --cameras 15 --distance ca_jaccard
+    python benchmarks/bench_pseudo_labels.py --sizes 100000 300000 --knn exact approximate \
+        --noise 0.8 --no-floor --out benchmarks/results/bench_pseudo_labels_scale.jsonl
+
+With ``--knn exact approximate`` every size runs both searches (fresh processes) and prints the ARI
+between their labels, the recall of the approximate neighbour lists (measured on 1,000 sampled
+rows against an exact search) and, over several sizes, the fitted growth exponent ``a`` of the
+pipeline's seconds (time ~ N^a).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +69,13 @@ def synthetic_memory(
 def pipeline_worker(args: argparse.Namespace) -> dict[str, Any]:
     from sklearn.metrics import adjusted_rand_score
 
+    from cacl.clustering.approximate import ApproximateOptions, sample_recall
     from cacl.clustering.camera import ca_encoding, camera_centered, camera_neighbors
     from cacl.clustering.dbscan import dbscan_sparse
     from cacl.clustering.jaccard import encoding_from_neighbors, jaccard_from_encoding
     from cacl.clustering.knn import knn_prepared, prepare_features
     from cacl.clustering.refine import refine_from_encoding
+    from cacl.clustering.stats import training_classes
 
     meter = StageMeter()
     with meter.stage("features"):
@@ -74,13 +85,40 @@ def pipeline_worker(args: argparse.Namespace) -> dict[str, Any]:
     x = prepare_features(features, normalize=True).to(args.device)
     if args.camera_norm == "center":
         with meter.stage("camera_norm"):
-            x = camera_centered(x, cams)
+            x = camera_centered(x, cams, in_place=True)
+    approximate = args.knn == "approximate"
+    options = ApproximateOptions(dim=args.knn_dim)
     # The stages of cacl.clustering.pseudo_labels_with_stats, one by one.
     with meter.stage("knn"):
         if args.distance == "ca_jaccard":
-            lists = camera_neighbors(x, cams, args.k1_intra + 1, args.k1_inter + 1)
+            lists = camera_neighbors(
+                x,
+                cams,
+                args.k1_intra + 1,
+                args.k1_inter + 1,
+                approximate=approximate,
+                options=options,
+                progress=args.progress,
+            )
         else:
-            neighbors = knn_prepared(x, args.k1, metric="cosine", backend=args.backend)
+            neighbors = knn_prepared(
+                x,
+                args.k1,
+                metric="cosine",
+                backend=args.backend,
+                approximate=approximate,
+                options=options,
+                progress=args.progress,
+            )
+    recall = None
+    if approximate:  # measured outside the timed stages
+        if args.distance == "ca_jaccard":
+            recall = {
+                "intra": sample_recall(x, lists.intra, groups=cams, within=True),
+                "inter": sample_recall(x, lists.inter, groups=cams),
+            }
+        else:
+            recall = sample_recall(x, neighbors.indices)
     with meter.stage("jaccard"):
         if args.distance == "ca_jaccard":
             v = ca_encoding(lists, args.k1_intra, args.k1_inter, args.k2_intra, args.k2_inter)
@@ -96,6 +134,8 @@ def pipeline_worker(args: argparse.Namespace) -> dict[str, Any]:
     with meter.stage("refine"):
         labels = refine_from_encoding(v, raw, tight)
     kept = labels >= 0
+    if args.labels_out:
+        np.save(args.labels_out, labels)
     gpu_peak = None
     if str(args.device).startswith("cuda"):
         import torch
@@ -113,6 +153,8 @@ def pipeline_worker(args: argparse.Namespace) -> dict[str, Any]:
         "outliers": int((~kept).sum()),
         "true_ids": int(ids.max()) + 1,
         "ari_clustered": float(adjusted_rand_score(ids[kept], labels[kept])) if kept.any() else 0,
+        "ari": float(adjusted_rand_score(ids, training_classes(labels, "singleton"))),
+        "recall": recall,
     }
 
 
@@ -147,6 +189,17 @@ def main() -> None:
     parser.add_argument("--k2-intra", type=int, default=3)
     parser.add_argument("--k2-inter", type=int, default=3)
     parser.add_argument("--no-floor", action="store_true", help="skip the kNN-alone runs")
+    parser.add_argument(
+        "--knn",
+        nargs="+",
+        default=["exact"],
+        choices=["exact", "approximate"],
+        help="neighbour searches to run at every size (both: ARI between their labels)",
+    )
+    parser.add_argument("--knn-dim", type=int, default=64, help="approximate: projection dims")
+    parser.add_argument("--out", type=Path, help="append one JSON line per run to this file")
+    parser.add_argument("--progress", action="store_true", help="progress bars in the workers")
+    parser.add_argument("--labels-out", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="where the kNN runs (cpu, cuda)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -164,6 +217,7 @@ def main() -> None:
     common += ["--camera-norm", args.camera_norm, "--device", args.device]
     common += ["--k1-intra", str(args.k1_intra), "--k1-inter", str(args.k1_inter)]
     common += ["--k2-intra", str(args.k2_intra), "--k2-inter", str(args.k2_inter)]
+    common += ["--knn-dim", str(args.knn_dim)] + (["--progress"] if args.progress else [])
     ca = (
         f" (k1 intra/inter {args.k1_intra}/{args.k1_inter}, k2 {args.k2_intra}/{args.k2_inter})"
         if args.distance == "ca_jaccard"
@@ -174,29 +228,62 @@ def main() -> None:
         f"{args.distance}{ca}, camera_norm {args.camera_norm}, k1 = {args.k1}, k2 = {args.k2}, "
         f"eps = {args.eps}, device {args.device}; {load_average()} at start"
     )
+    totals: dict[str, list[tuple[int, float]]] = {}
     for n in args.sizes:
-        result = run_worker(__file__, ["--n", str(n), "--backend", args.backend, *common])
-        print(f"\nN = {n:,}  ({load_average()})")
-        if "error" in result:
-            print(f"  FAILED (return code {result['returncode']}):\n{result['error']}")
-            continue
-        stages = {k: v for k, v in result["stages"].items() if k != "features"}
-        print_stage("features", result["stages"]["features"])
-        for name, stage in stages.items():
-            print_stage(name, stage)
-        total = {key: sum(s[key] for s in stages.values()) for key in ("seconds", "cpu_seconds")}
-        peak = max(s["peak_gb"] for s in stages.values())
-        print_stage("pipeline", {**total, "peak_gb": peak})
-        print(f"  (peak RSS per stage from {result['peak_method']}; CPU = user + system seconds)")
-        if result.get("gpu_peak_gb") is not None:
-            print(f"  peak GPU memory allocated {result['gpu_peak_gb']:.2f} GB")
-        print(
-            f"  Jaccard entries <= eps per row {result['nnz_per_row']:.1f}; "
-            f"{result['clusters_raw']} clusters / {result['outliers_raw']} outliers before "
-            f"refinement, {result['clusters']} / {result['outliers']} after "
-            f"({result['true_ids']} true identities, ARI on clustered "
-            f"{result['ari_clustered']:.3f})"
-        )
+        labels: dict[str, np.ndarray] = {}
+        for knn in args.knn:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = str(Path(tmp) / "labels.npy")
+                result = run_worker(
+                    __file__,
+                    [
+                        "--n",
+                        str(n),
+                        "--backend",
+                        args.backend,
+                        "--knn",
+                        knn,
+                        "--labels-out",
+                        path,
+                        *common,
+                    ],
+                )
+                if "error" not in result:
+                    labels[knn] = np.load(path)
+            print(f"\nN = {n:,}, {knn} kNN  ({load_average()})")
+            if "error" in result:
+                print(f"  FAILED (return code {result['returncode']}):\n{result['error']}")
+                continue
+            total = report_run(result)
+            totals.setdefault(knn, []).append((n, total["seconds"]))
+            if args.out:
+                record = {
+                    "n": n,
+                    "knn": knn,
+                    "distance": args.distance,
+                    "dim": args.dim,
+                    "noise": args.noise,
+                    "cameras": args.cameras,
+                    "knn_dim": args.knn_dim,
+                    "load_average": load_average(),
+                    **result,
+                    "pipeline": total,
+                }
+                with open(args.out, "a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+        if len(labels) == 2:
+            from sklearn.metrics import adjusted_rand_score
+
+            agree = adjusted_rand_score(labels["exact"], labels["approximate"])
+            print(f"\n  N = {n:,}: ARI between the exact and the approximate labels {agree:.4f}")
+            if args.out:
+                with open(args.out, "a") as handle:
+                    handle.write(
+                        json.dumps(
+                            {"n": n, "distance": args.distance, "ari_exact_vs_approximate": agree}
+                        )
+                        + "\n"
+                    )
         if args.no_floor:
             continue
         for backend in ("faiss", "torch"):
@@ -206,11 +293,43 @@ def main() -> None:
                 continue
             stage = floor["stages"][f"knn_{backend}"]
             print_stage(f"kNN alone ({backend})", stage)
+    for knn, points in totals.items():
+        if len(points) >= 2:
+            a = np.polyfit(np.log([p[0] for p in points]), np.log([p[1] for p in points]), 1)[0]
             print(
-                f"  {'':<22} pipeline / kNN alone: {total['seconds'] / stage['seconds']:.2f} "
-                f"wall, {total['cpu_seconds'] / stage['cpu_seconds']:.2f} CPU "
-                f"({load_average()})"
+                f"\n{knn} kNN: pipeline seconds grow as N^{a:.2f} over N = "
+                f"{', '.join(f'{p[0]:,}' for p in points)}"
             )
+
+
+def report_run(result: dict[str, Any]) -> dict[str, float]:
+    """Print a run's stages and what its labels look like; return the pipeline's totals."""
+    stages = {k: v for k, v in result["stages"].items() if k != "features"}
+    print_stage("features", result["stages"]["features"])
+    for name, stage in stages.items():
+        print_stage(name, stage)
+    total = {key: sum(s[key] for s in stages.values()) for key in ("seconds", "cpu_seconds")}
+    total["peak_gb"] = max(s["peak_gb"] for s in stages.values())
+    print_stage("pipeline", total)
+    print(f"  (peak RSS per stage from {result['peak_method']}; CPU = user + system seconds)")
+    if result.get("gpu_peak_gb") is not None:
+        print(f"  peak GPU memory allocated {result['gpu_peak_gb']:.2f} GB")
+    recall = result.get("recall")
+    if isinstance(recall, dict):
+        print(
+            f"  recall of the lists on 1,000 sampled rows: intra-camera {recall['intra']:.4f}, "
+            f"inter-camera {recall['inter']:.4f}"
+        )
+    elif recall is not None:
+        print(f"  recall of the neighbour lists on 1,000 sampled rows: {recall:.4f}")
+    print(
+        f"  Jaccard entries <= eps per row {result['nnz_per_row']:.1f}; "
+        f"{result['clusters_raw']} clusters / {result['outliers_raw']} outliers before "
+        f"refinement, {result['clusters']} / {result['outliers']} after "
+        f"({result['true_ids']} true identities; ARI against them {result['ari']:.3f}, "
+        f"on the clustered rows {result['ari_clustered']:.3f})"
+    )
+    return total
 
 
 def print_stage(name: str, stage: dict[str, float]) -> None:

@@ -47,7 +47,7 @@ fi
 for distance in jaccard ca_jaccard; do
   step "4. pseudo labels, N = ${BIG_N:-1000000}, $distance, kNN on the GPU"
   "$PY" benchmarks/bench_pseudo_labels.py --sizes "${BIG_N:-1000000}" --cameras 15 \
-    --distance "$distance" --device cuda --no-floor 2>&1 | tee "$OUT/pseudo_labels_$distance.txt"
+    --distance "$distance" --device cuda --no-floor --knn exact approximate 2>&1 | tee "$OUT/pseudo_labels_$distance.txt"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 done
 echo; echo "gpu_check: done (status $status); outputs in $OUT"

@@ -94,7 +94,7 @@ def test_unexpected_errors_are_one_line_unless_debugging(monkeypatch, capsys):
         ("data.camera=bogus", "auto, regex, subfolder, none"),
         ("data.name=nosuch", "market1501"),
         ("data.verify=sometimes", "none, header, full"),
-        ("cluster.knn=annoy", "auto, faiss, torch"),
+        ("cluster.knn=annoy", "auto, exact, approximate, torch, faiss"),
     ],
 )
 def test_enumerated_config_values_fail_when_read(override, valid):

@@ -48,26 +48,12 @@ def test_faiss_engine_matches_brute_force(metric: str) -> None:
     np.testing.assert_allclose(result.distances, dist, atol=1e-4)
 
 
-@needs_faiss
-def test_approximate_index_finds_most_neighbours() -> None:
-    x = clustered_features(n_clusters=40, per_cluster=25, seed=3)
-    exact = nearest_neighbors(x, 10, backend="torch")
-    approx = nearest_neighbors(x, 10, approximate=True, nlist=16, nprobe=4)
-    np.testing.assert_array_equal(approx.indices[:, 0], np.arange(len(x)))
-    recall = np.mean([np.isin(a, e).mean() for a, e in zip(approx.indices, exact.indices)])
-    assert recall > 0.9
-
-
-def test_approximate_needs_faiss(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_faiss_engine_needs_faiss(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(knn_module, "faiss_available", lambda: False)
     x = clustered_features()
     with pytest.raises(CaclError, match="faiss is not installed"):
-        nearest_neighbors(x, 5, approximate=True)
-    with pytest.raises(CaclError, match="faiss is not installed"):
         nearest_neighbors(x, 5, backend="faiss")
     assert nearest_neighbors(x, 5).indices.shape == (len(x), 5)  # auto: exact search needs no faiss
-    with pytest.raises(ValueError, match="approximate"):
-        nearest_neighbors(x, 5, backend="torch", approximate=True)
 
 
 def test_many_small_tiles_and_intermediate_merges() -> None:

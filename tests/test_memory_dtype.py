@@ -16,6 +16,7 @@ from cacl.clustering.knn import InvalidFeaturesError
 from cacl.config import ConfigError, config_from_dict, load_config, save_config
 from cacl.evaluation.extract import extract_batches
 from cacl.memory import InstanceMemory, memory_dtype
+from peak_memory import hwm_increase
 
 MB = 1024**2
 
@@ -216,26 +217,6 @@ def test_own_camera_share_in_blocks_and_on_float16_rows():
 # ---------------------------------------------------------------- peak memory at a moderate N
 
 
-def _hwm_increase(fn) -> int:
-    """Bytes by which the process's resident high-water mark rose above its size before ``fn``."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")  # resets VmHWM to the current resident size
-    except OSError:
-        pytest.skip("the resident high-water mark cannot be reset here")
-    before = _status_bytes("VmRSS")
-    fn()
-    return _status_bytes("VmHWM") - before
-
-
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(field)
-
-
 def _large_half_bank(n: int, dim: int, seed: int = 0) -> InstanceMemory:
     memory = InstanceMemory.empty(n, dim, dtype=torch.float16)
     g = torch.Generator().manual_seed(seed)
@@ -252,7 +233,7 @@ def test_set_labels_on_a_float16_bank_allocates_no_bank_sized_copy():
     labels[torch.rand(n, generator=g) < 0.15] = -1
     memory.set_cameras(torch.randint(0, 6, (n,), generator=g))
     bank = n * dim * 2
-    rise = _hwm_increase(lambda: memory.set_labels(labels))
+    rise = hwm_increase(lambda: memory.set_labels(labels))
     # centroids 2,000 x 384 and proxies <= 12,000 x 384 in float32: 21 MB; N-sized indexes
     # (~30 MB) and a 32 MB float32 chunk of rows
     assert rise < bank / 2, f"set_labels raised the peak by {rise / MB:.0f} MB"
@@ -264,7 +245,7 @@ def test_own_camera_share_of_a_float16_bank_makes_no_float32_copy_and_no_n_wide_
     memory = _large_half_bank(n, dim, seed=2)
     cams = np.random.default_rng(3).integers(0, 15, n)
     shares = []
-    rise = _hwm_increase(
+    rise = hwm_increase(
         lambda: shares.append(own_camera_share(memory.features, cams, max_queries=1024))
     )
     # the old way: 400 MB of float32 rows plus a 1024 x N block (800 MB); now a 1024 x 16,384

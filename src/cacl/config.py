@@ -34,7 +34,9 @@ class DataConfig:
     synth_seed: int = 0
     height: int = 256
     width: int = 128
-    pad: int = 10  # pad-and-crop margin of the training views, pixels (docs/method.md: 10 at 256x128)
+    pad: int = (
+        10  # pad-and-crop margin of the training views, pixels (docs/method.md: 10 at 256x128)
+    )
     workers: int = 4
     verify: str = "header"
     camera: str = "auto"  # folder reader: where camera ids come from (auto|regex|subfolder|none)
@@ -71,7 +73,12 @@ class ClusterConfig:
     refine: bool = True
     ratio: float = 1.0
     outliers: str = "singleton"  # singleton | drop
-    knn: str = "auto"  # auto | faiss | torch
+    # Neighbour search: exact | approximate (PCA-projection candidates, exact distances, recall
+    # logged) | auto (approximate from 100,000 rows on); torch / faiss (older configs): exact with
+    # that engine.
+    knn: str = "auto"
+    knn_backend: str = "auto"  # exact search engine: auto | torch | faiss
+    knn_dim: int = 64  # approximate search: dimensions of the projection the candidates come from
     on_no_cluster: str = "continue"  # continue | stop
     # Camera-aware options (docs/method.md, "Beyond the paper"); the defaults are the paper's pipeline.
     # memory: cluster the branch-1 memory (the paper); extract: cluster fresh eval-mode branch-1
@@ -89,6 +96,13 @@ class ClusterConfig:
         """The keyword arguments of :func:`cacl.clustering.pseudo_labels.encoding`."""
         names = ("k1", "k2", "distance", "camera_norm", "k1_intra", "k1_inter", "k2_intra")
         return {name: getattr(self, name) for name in (*names, "k2_inter")}
+
+    def knn_options(self) -> dict[str, Any]:
+        """The neighbour-search keyword arguments of :func:`cacl.clustering.pseudo_labels.encoding`
+        (an older config's ``knn: torch | faiss`` is the exact search with that engine)."""
+        if self.knn in ("torch", "faiss"):
+            return {"knn": "exact", "backend": self.knn, "options": {"dim": self.knn_dim}}
+        return {"knn": self.knn, "backend": self.knn_backend, "options": {"dim": self.knn_dim}}
 
     def clustering_options(self) -> dict[str, Any]:
         """The keyword arguments of :func:`cacl.clustering.labels_from_distance`."""
@@ -309,7 +323,12 @@ def validate(cfg: Config) -> None:
     _check_choice("data.name", cfg.data.name.lower(), [*dataset_names(), "synthetic", "synth"])
     _check_choice("data.verify", cfg.data.verify, VERIFY_MODES)
     _check_choice("data.camera", cfg.data.camera, CAMERA_MODES)
-    _check_choice("cluster.knn", cfg.cluster.knn, ("auto", "faiss", "torch"))
+    _check_choice(
+        "cluster.knn", cfg.cluster.knn, ("auto", "exact", "approximate", "torch", "faiss")
+    )
+    _check_choice("cluster.knn_backend", cfg.cluster.knn_backend, ("auto", "torch", "faiss"))
+    if cfg.cluster.knn_dim < 1:
+        raise ConfigError(f"cluster.knn_dim must be at least 1, got {cfg.cluster.knn_dim}")
     t = cfg.train
     if t.batch_size % t.num_instances:
         raise ConfigError(

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     distance = args.distance or c.distance
     camera_norm = args.camera_norm or c.camera_norm
     options = c.encoding_options() | {"distance": distance, "camera_norm": camera_norm}
-    v = encoding(features, cameras=cameras, **options)
+    v = encoding(features, cameras=cameras, **options, **c.knn_options())
     dist = jaccard_from_encoding(v)
     sizes = (
         f"k1 intra/inter = {c.k1_intra}/{c.k1_inter}, k2 intra/inter = {c.k2_intra}/{c.k2_inter}"

@@ -26,6 +26,15 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from cacl.clustering.approximate import (
+    ApproximateOptions,
+    candidate_count,
+    coarse_order,
+    exact_rerank,
+    fit_projection,
+    project,
+    projected_candidates,
+)
 from cacl.clustering.blocked import blocked_knn
 from cacl.clustering.encoding import local_query_expansion, reciprocal_neighbors
 from cacl.clustering.knn import InvalidFeaturesError, _self_first
@@ -51,9 +60,14 @@ def check_cameras(cameras: np.ndarray | torch.Tensor | list, n: int) -> np.ndarr
 
 
 def camera_centered(
-    x: torch.Tensor, cameras: np.ndarray, min_rows: int = MIN_CAMERA_ROWS
+    x: torch.Tensor,
+    cameras: np.ndarray,
+    min_rows: int = MIN_CAMERA_ROWS,
+    *,
+    in_place: bool = False,
 ) -> torch.Tensor:
-    """``x_i - mean{x_k : cam_k = cam_i}``, L2-normalised again (a new tensor).
+    """``x_i - mean{x_k : cam_k = cam_i}``, L2-normalised again: a new tensor, or ``x`` itself
+    overwritten with ``in_place``. Chunks of rows throughout: no copy of ``x`` beyond the output.
 
     Falls back safely: with a single camera nothing is subtracted (the features are returned as
     they are); a camera with fewer than ``min_rows`` rows keeps its rows; a row that becomes
@@ -65,8 +79,11 @@ def camera_centered(
         logger.info("camera centring: one camera only, features left as they are")
         return x
     index = torch.as_tensor(inverse, device=x.device)
+    step = max(1, (1 << 22) // max(x.shape[1], 1))
+    chunks = [(a, min(a + step, x.shape[0])) for a in range(0, x.shape[0], step)]
     sums = torch.zeros((ids.size, x.shape[1]), dtype=torch.float64, device=x.device)
-    sums.index_add_(0, index, x.to(torch.float64))
+    for a, b in chunks:
+        sums.index_add_(0, index[a:b], x[a:b].to(torch.float64))
     means = sums / torch.as_tensor(counts, dtype=torch.float64, device=x.device)[:, None]
     small = counts < min_rows
     if small.any():
@@ -77,12 +94,16 @@ def camera_centered(
             ", ".join(str(c) for c in ids[small]),
         )
         means[torch.as_tensor(small, device=x.device)] = 0.0
-    out = x - means[index].to(x.dtype)
-    norms = torch.linalg.vector_norm(out, dim=1, keepdim=True)
-    degenerate = (norms < 1e-6).squeeze(1)
-    out = out / norms.clamp_min(1e-12)
-    if degenerate.any():
-        out[degenerate] = x[degenerate]
+    means = means.to(x.dtype)
+    out = x if in_place else torch.empty_like(x)
+    for a, b in chunks:
+        rows = x[a:b] - means[index[a:b]]
+        norms = torch.linalg.vector_norm(rows, dim=1, keepdim=True)
+        degenerate = (norms < 1e-6).squeeze(1)
+        rows = rows / norms.clamp_min(1e-12)
+        if degenerate.any():
+            rows[degenerate] = x[a:b][degenerate]
+        out[a:b] = rows
     return out.contiguous()
 
 
@@ -110,11 +131,19 @@ def camera_neighbors(
     k_inter: int,
     *,
     block_size: int | None = None,
+    approximate: bool = False,
+    options: ApproximateOptions | None = None,
     progress: bool = False,
 ) -> CameraNeighbors:
     """The ``k_intra`` nearest rows of the same camera (itself first) and the ``k_inter`` nearest
-    of other cameras, exact, for L2-normalised features ``x`` on any device."""
+    of other cameras for L2-normalised features ``x`` on any device: exact, or with
+    ``approximate`` candidates from a PCA projection re-ranked by exact distances
+    (:mod:`cacl.clustering.approximate`)."""
     cams = check_cameras(cameras, x.shape[0])
+    if approximate:
+        return _approximate_camera_neighbors(
+            x, cams, k_intra, k_inter, options or ApproximateOptions(), progress
+        )
     n = x.shape[0]
     block = block_size or (8192 if x.device.type == "cuda" else 2048)
     intra = np.full((n, k_intra), -1, dtype=np.int64)
@@ -131,7 +160,11 @@ def camera_neighbors(
     inter_d = np.full((n, k_inter), np.inf, dtype=np.float32)
     if np.unique(cams).size > 1:
         idx, dist, _ = blocked_knn(
-            x, min(k_inter, n), squared_norms=False, block=block, exclude_groups=cams,
+            x,
+            min(k_inter, n),
+            squared_norms=False,
+            block=block,
+            exclude_groups=cams,
             progress=progress,
         )
         valid = np.isfinite(dist)
@@ -140,6 +173,74 @@ def camera_neighbors(
     else:
         logger.warning("camera-aware neighbours: one camera only, no inter-camera neighbour")
     return CameraNeighbors(intra, intra_d, inter, inter_d)
+
+
+def _approximate_camera_neighbors(
+    x: torch.Tensor,
+    cams: np.ndarray,
+    k_intra: int,
+    k_inter: int,
+    options: ApproximateOptions,
+    progress: bool,
+) -> CameraNeighbors:
+    """:func:`camera_neighbors` by the approximate search: one projection; intra candidates
+    searched camera by camera, inter candidates among the rows of other cameras."""
+    n = x.shape[0]
+    mean, basis = fit_projection(x, options.dim, sample=options.sample, seed=options.seed)
+    y = project(x, mean, basis)
+    ids = np.unique(cams)
+    intra_cand = np.full((n, candidate_count(k_intra, options, n)), -1, dtype=np.int64)
+    for cam in ids:
+        rows = np.flatnonzero(cams == cam)
+        found = projected_candidates(
+            np.ascontiguousarray(y[rows]),
+            candidate_count(k_intra, options, rows.size),
+            options,
+            progress=progress,
+            desc=f"intra-camera candidates ({cam})",
+        )
+        intra_cand[rows, : found.shape[1]] = np.where(found >= 0, rows[np.maximum(found, 0)], -1)
+    inter_cand = None
+    if ids.size > 1:
+        inter_cand = projected_candidates(
+            y,
+            candidate_count(k_inter, options, n),
+            options,
+            groups=cams,
+            progress=progress,
+            desc="inter-camera candidates",
+        )
+    order = coarse_order(y, seed=options.seed)
+    del y
+    intra, intra_d = exact_rerank(x, intra_cand, k_intra, order=order, progress=progress)
+    intra = np.pad(intra, ((0, 0), (0, k_intra - intra.shape[1])), constant_values=-1)
+    intra_d = np.pad(intra_d, ((0, 0), (0, k_intra - intra_d.shape[1])), constant_values=np.inf)
+    intra, intra_d = _self_first_padded(intra, intra_d)
+    inter = np.full((n, k_inter), -1, dtype=np.int64)
+    inter_d = np.full((n, k_inter), np.inf, dtype=np.float32)
+    if inter_cand is not None:
+        found, dist = exact_rerank(x, inter_cand, k_inter, order=order, progress=progress)
+        inter[:, : found.shape[1]], inter_d[:, : found.shape[1]] = found, dist
+    else:
+        logger.warning("camera-aware neighbours: one camera only, no inter-camera neighbour")
+    return CameraNeighbors(intra, intra_d, inter, inter_d)
+
+
+def _self_first_padded(idx: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's own index in column 0 (inserted when missing), -1 padding kept at the end."""
+    n, k = idx.shape
+    out_i = np.full_like(idx, -1)
+    out_d = np.full_like(dist, np.inf)
+    out_i[:, 0] = np.arange(n)
+    out_d[:, 0] = 0.0
+    others = (idx >= 0) & (idx != np.arange(n)[:, None])
+    # stable: the others keep their order after the row itself
+    order = np.argsort(~others, axis=1, kind="stable")
+    moved_i = np.take_along_axis(np.where(others, idx, -1), order, axis=1)
+    moved_d = np.take_along_axis(np.where(others, dist, np.inf), order, axis=1)
+    out_i[:, 1:] = moved_i[:, : k - 1]
+    out_d[:, 1:] = moved_d[:, : k - 1]
+    return out_i, out_d
 
 
 def ca_encoding(

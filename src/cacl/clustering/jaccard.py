@@ -15,6 +15,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+from cacl.clustering.approximate import ApproximateOptions
 from cacl.clustering.encoding import PairDistance, k_reciprocal_encoding
 from cacl.clustering.knn import (
     Backend,
@@ -35,8 +36,7 @@ def jaccard_distance(
     *,
     backend: Backend = "auto",
     approximate: bool = False,
-    nlist: int | None = None,
-    nprobe: int = 32,
+    options: ApproximateOptions | None = None,
     block_size: int | None = None,
     max_distance: float | None = None,
     progress: bool = False,
@@ -50,7 +50,7 @@ def jaccard_distance(
         features: ``(N, D)`` numpy array or torch tensor, any float dtype, any device.
         k1: k-reciprocal neighbourhood size; ``rank[i]`` holds the ``k1`` nearest, ``i`` first.
         k2: local query expansion size.
-        backend, approximate, nlist, nprobe, block_size: the neighbour search, see
+        backend, approximate, options, block_size: the neighbour search, see
             :func:`cacl.clustering.knn.nearest_neighbors`.
         max_distance: store only the distances ``<= max_distance`` (default: every distance below
             1), e.g. ``eps`` when only DBSCAN neighbourhoods are needed: far less memory.
@@ -70,8 +70,7 @@ def jaccard_distance(
         metric="cosine",
         backend=backend,
         approximate=approximate,
-        nlist=nlist,
-        nprobe=nprobe,
+        options=options,
         block_size=block_size,
         progress=progress,
     )

@@ -5,13 +5,14 @@ Two engines give the same exact answer:
 - ``"torch"``: blocked matrix products over the upper triangle of the symmetric distance matrix
   (:mod:`cacl.clustering.blocked`), on the features' device, CPU or GPU: about half the
   arithmetic of a plain search, memory of one tile plus the ``N x k`` answer, no faiss needed.
-- ``"faiss"``: a flat (brute-force) faiss index, CPU or GPU build, when faiss is importable; it is
-  also the only engine for the approximate inverted-file index (``approximate=True``) meant for
-  millions of images.
+- ``"faiss"``: a flat (brute-force) faiss index, CPU or GPU build, when faiss is importable.
 
-``backend="auto"`` takes the torch engine for exact search (faster than faiss' flat index on the
-2-core machine measured, thanks to the symmetry, and it runs wherever the features are) and faiss
-for approximate search.
+``backend="auto"`` takes the torch engine (faster than faiss' flat index on the 2-core machine
+measured, thanks to the symmetry, and it runs wherever the features are).
+
+``approximate=True`` is the search meant for 10^5 - 10^7 rows (:mod:`cacl.clustering.approximate`):
+candidates from a PCA projection, every distance exact; it needs faiss from
+``ApproximateOptions.exact_below`` rows on.
 
 Whatever the engine, row ``i`` of the answer starts with ``i`` itself (distance as computed, about
 0), the convention of the k-reciprocal encoding (``rank[i][0] == i``), even when duplicates of
@@ -21,13 +22,21 @@ Whatever the engine, row ``i`` of the answer starts with ``i`` itself (distance 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 
+from cacl.clustering.approximate import (
+    ApproximateOptions,
+    candidate_count,
+    coarse_order,
+    exact_rerank,
+    fit_projection,
+    project,
+    projected_candidates,
+)
 from cacl.clustering.blocked import BlockCallback, blocked_knn
 from cacl.errors import CaclError
 
@@ -85,13 +94,13 @@ def prepare_features(features: FeatureArray, *, normalize: bool) -> torch.Tensor
         raise InvalidFeaturesError(
             f"features must be a non-empty (N, D) matrix, got shape {tuple(x.shape)}"
         )
-    x = x.to(torch.float32)
-    # Checked in chunks of rows: a whole-matrix check would allocate a copy as large as x
-    # (8 GB of float32 features at N = 10^6, D = 2048).
+    converted = x.dtype != torch.float32
+    x = x.to(torch.float32)  # a copy only for other dtypes: then ours to normalise in place
+    # Checked and normalised in chunks of rows: a whole-matrix operation would allocate a copy as
+    # large as x (8 GB of float32 features at N = 10^6, D = 2048).
     step = max(1, (1 << 24) // max(x.shape[1], 1))
-    bad = torch.cat(
-        [~torch.isfinite(x[a : a + step]).all(dim=1) for a in range(0, x.shape[0], step)]
-    )
+    chunks = [(a, min(a + step, x.shape[0])) for a in range(0, x.shape[0], step)]
+    bad = torch.cat([~torch.isfinite(x[a:b]).all(dim=1) for a, b in chunks])
     if bad.any():
         rows = torch.nonzero(bad).flatten()
         raise InvalidFeaturesError(
@@ -99,7 +108,7 @@ def prepare_features(features: FeatureArray, *, normalize: bool) -> torch.Tensor
             f"(first: row {int(rows[0])}); check the model output or the memory bank"
         )
     if normalize:
-        norms = torch.linalg.vector_norm(x, dim=1)
+        norms = torch.cat([torch.linalg.vector_norm(x[a:b], dim=1) for a, b in chunks])
         zero = norms == 0
         if zero.any():
             rows = torch.nonzero(zero).flatten()
@@ -107,8 +116,12 @@ def prepare_features(features: FeatureArray, *, normalize: bool) -> torch.Tensor
                 f"{rows.numel()} of {x.shape[0]} feature rows have zero norm "
                 f"(first: row {int(rows[0])}); they cannot be L2-normalised"
             )
-        if not bool(((norms - 1.0).abs() <= 1e-6).all()):  # memory rows already are unit
-            x = x / norms[:, None]
+        # memory rows already are unit; float16 ones only to about 1e-3
+        if not bool(((norms - 1.0).abs() <= 1e-6).all()):
+            out = x if converted else torch.empty_like(x)
+            for a, b in chunks:
+                torch.div(x[a:b], norms[a:b, None], out=out[a:b])
+            x = out
     return x.contiguous()
 
 
@@ -119,8 +132,7 @@ def nearest_neighbors(
     metric: Metric = "cosine",
     backend: Backend = "auto",
     approximate: bool = False,
-    nlist: int | None = None,
-    nprobe: int = 32,
+    options: ApproximateOptions | None = None,
     block_size: int | None = None,
     progress: bool = False,
 ) -> NeighborLists:
@@ -132,9 +144,9 @@ def nearest_neighbors(
         metric: ``"cosine"`` (features are L2-normalised first; distance ``2 - 2<x_i, x_j>``,
             i.e. squared Euclidean on the normalised features) or ``"sqeuclidean"`` (as given).
         backend: ``"torch"``, ``"faiss"`` or ``"auto"`` (see the module docstring).
-        approximate: use a faiss inverted-file index (``IndexIVFFlat``) instead of exact search.
-        nlist: inverted lists of the approximate index (default ``4 * sqrt(N)``).
-        nprobe: lists visited per query by the approximate index.
+        approximate: candidates from a PCA projection re-ranked by exact distances
+            (:mod:`cacl.clustering.approximate`) instead of an exact search.
+        options: settings of the approximate search (default :class:`ApproximateOptions`).
         block_size: tile size of the torch engine (default 2048 on CPU, 8192 on GPU).
         progress: show a progress bar.
     """
@@ -145,8 +157,7 @@ def nearest_neighbors(
         metric=metric,
         backend=backend,
         approximate=approximate,
-        nlist=nlist,
-        nprobe=nprobe,
+        options=options,
         block_size=block_size,
         progress=progress,
     )
@@ -159,8 +170,7 @@ def knn_prepared(
     metric: Metric = "cosine",
     backend: Backend = "auto",
     approximate: bool = False,
-    nlist: int | None = None,
-    nprobe: int = 32,
+    options: ApproximateOptions | None = None,
     block_size: int | None = None,
     farthest: bool = False,
     on_block: BlockCallback | None = None,
@@ -176,8 +186,17 @@ def knn_prepared(
     if metric not in ("cosine", "sqeuclidean"):
         raise ValueError(f"unknown metric {metric!r}")
     k = min(k, x.shape[0])
+    if approximate:
+        if farthest or on_block is not None:
+            raise ValueError("farthest distances and tile callbacks need the exact search")
+        if metric != "cosine":
+            raise ValueError("the approximate search is for the cosine metric (unit rows)")
+        indices, distances = approximate_knn(x, k, options or ApproximateOptions(), progress)
+        indices, distances = _self_first(indices, distances)
+        logger.debug("%d approximate nearest neighbours of %d rows", k, x.shape[0])
+        return NeighborLists(indices, distances)
     if backend == "auto":
-        backend = "faiss" if approximate else "torch"
+        backend = "torch"
     if backend == "faiss":
         if farthest or on_block is not None:
             raise ValueError("farthest distances and tile callbacks need backend='torch'")
@@ -186,11 +205,9 @@ def knn_prepared(
                 "faiss is not installed: `pip install faiss-cpu` (or faiss-gpu), "
                 "or use backend='torch' for exact search"
             )
-        indices, distances = _faiss_knn(x, k, metric, approximate, nlist, nprobe)
+        indices, distances = _faiss_knn(x, k, metric)
         far = None
     elif backend == "torch":
-        if approximate:
-            raise ValueError("approximate search needs faiss (backend='faiss' or 'auto')")
         block = block_size or (8192 if x.device.type == "cuda" else 2048)
         indices, distances, far = blocked_knn(
             x,
@@ -208,43 +225,52 @@ def knn_prepared(
     return NeighborLists(indices, distances, far)
 
 
-def _faiss_knn(
-    x: torch.Tensor,
-    k: int,
-    metric: Metric,
-    approximate: bool,
-    nlist: int | None,
-    nprobe: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Search with a faiss index (on the GPU when the features are there and faiss has GPUs)."""
+def _faiss_knn(x: torch.Tensor, k: int, metric: Metric) -> tuple[np.ndarray, np.ndarray]:
+    """Exact search with a flat faiss index (on the GPU when the features are there and faiss has
+    GPUs)."""
     import faiss
 
     xs = np.ascontiguousarray(x.cpu().numpy(), dtype=np.float32)
-    n, dim = xs.shape
+    dim = xs.shape[1]
     inner = metric == "cosine"
-    faiss_metric = faiss.METRIC_INNER_PRODUCT if inner else faiss.METRIC_L2
-    if approximate:
-        lists = nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
-        quantizer = faiss.IndexFlatIP(dim) if inner else faiss.IndexFlatL2(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, lists, faiss_metric)
-        train = xs if n <= 256 * lists else xs[np.random.default_rng(0).choice(n, 256 * lists)]
-        index.train(train)
-        index.nprobe = min(nprobe, lists)
-    else:
-        index = faiss.IndexFlatIP(dim) if inner else faiss.IndexFlatL2(dim)
+    index = faiss.IndexFlatIP(dim) if inner else faiss.IndexFlatL2(dim)
     if x.device.type == "cuda" and hasattr(faiss, "StandardGpuResources"):
         resources = faiss.StandardGpuResources()
         index = faiss.index_cpu_to_gpu(resources, x.device.index or 0, index)
     index.add(xs)
     scores, indices = index.search(xs, k)
     distances = 2.0 - 2.0 * scores if inner else scores
-    missing = int((indices < 0).any(axis=1).sum())
-    if missing:
-        raise CaclError(
-            f"the approximate index found fewer than {k} neighbours for {missing} rows: "
-            f"raise nprobe (now {nprobe}) or lower nlist"
-        )
     return indices.astype(np.int64), distances.astype(np.float32)
+
+
+def approximate_knn(
+    x: torch.Tensor, k: int, options: ApproximateOptions, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(indices, distances)`` of the approximate search (unit rows ``x``, cosine distance):
+    candidates in a PCA projection, exact re-ranking; rows left with fewer than ``k`` candidates
+    (rare) are searched exactly."""
+    n = x.shape[0]
+    if n >= options.exact_below and not faiss_available():
+        raise CaclError(
+            f"the approximate kNN of {n} rows needs faiss: `pip install faiss-cpu`, "
+            "or cluster.knn=exact"
+        )
+    mean, basis = fit_projection(x, options.dim, sample=options.sample, seed=options.seed)
+    y = project(x, mean, basis)
+    candidates = projected_candidates(y, candidate_count(k, options, n), options, progress=progress)
+    order = coarse_order(y, seed=options.seed)
+    del y
+    indices, distances = exact_rerank(x, candidates, k, order=order, progress=progress)
+    short = np.flatnonzero((indices < 0).any(axis=1))
+    if short.size:
+        logger.info("approximate kNN: %d rows with too few candidates searched exactly", short.size)
+        for a in range(0, short.size, 256):
+            rows = torch.as_tensor(short[a : a + 256], device=x.device)
+            sims = x[rows].float() @ x.float().T
+            best, found = torch.topk(sims, k, dim=1)
+            indices[short[a : a + 256]] = found.cpu().numpy()
+            distances[short[a : a + 256]] = (2.0 - 2.0 * best).clamp_min(0.0).cpu().numpy()
+    return indices, distances
 
 
 def _self_first(indices: np.ndarray, distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import resource
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from cacl.clustering.approximate import ApproximateOptions, sample_recall
 from cacl.clustering.camera import ca_encoding, camera_centered, camera_neighbors, check_cameras
 from cacl.clustering.dbscan import dbscan_sparse
 from cacl.clustering.jaccard import encoding_from_neighbors, jaccard_from_encoding
@@ -33,6 +35,13 @@ logger = logging.getLogger(__name__)
 DISTANCES = ("jaccard", "ca_jaccard")
 #: ``camera_norm`` values of :func:`pseudo_labels_with_stats`.
 CAMERA_NORMS = ("none", "center")
+#: ``knn`` values of :func:`pseudo_labels_with_stats`.
+KNN_MODES = ("auto", "exact", "approximate")
+#: ``knn="auto"`` searches approximately from this many rows on (benchmarks/bench_pseudo_labels.py:
+#: below it the exact search is fast enough; see the README's table).
+AUTO_APPROXIMATE_FROM = 100_000
+#: Stage times and peak memory are logged at INFO level from this many rows on (DEBUG below).
+LOG_STAGES_FROM = 50_000
 
 
 def pseudo_labels(features: FeatureArray, **options: Any) -> np.ndarray:
@@ -60,6 +69,7 @@ def pseudo_labels_with_stats(
     k1_inter: int = 20,
     k2_intra: int = 3,
     k2_inter: int = 3,
+    knn: str = "auto",
     **knn_options: Any,
 ) -> tuple[np.ndarray, ClusterStats]:
     """Pseudo labels and what they look like.
@@ -81,13 +91,18 @@ def pseudo_labels_with_stats(
         camera_norm: ``"none"`` or ``"center"`` (the clustering sees each row minus its camera's
             mean row, re-normalised; the input is not modified).
         k1_intra, k1_inter, k2_intra, k2_inter: CA-Jaccard's neighbourhood sizes.
-        **knn_options: ``backend``, ``approximate``, ``nlist``, ``nprobe``, ``block_size``,
-            ``progress`` of :func:`cacl.clustering.knn.nearest_neighbors`.
+        knn: ``"exact"``, ``"approximate"`` (:mod:`cacl.clustering.approximate`: candidates
+            from a PCA projection, exact distances; the recall of the lists on a sample of rows is
+            measured and logged) or ``"auto"`` (approximate from :data:`AUTO_APPROXIMATE_FROM`
+            rows on).
+        **knn_options: ``backend``, ``options`` (:class:`ApproximateOptions` or a dict of its
+            fields), ``block_size``, ``progress`` of :func:`cacl.clustering.knn.nearest_neighbors`.
 
     Returns:
         ``(labels, stats)``: int64 labels ``0..L-1``, -1 for un-clustered, and the statistics.
     """
     seconds: dict[str, float] = {}
+    info: dict[str, Any] = {}
     progress = bool(knn_options.get("progress", False))
     v = encoding(
         features,
@@ -100,17 +115,19 @@ def pseudo_labels_with_stats(
         k1_inter=k1_inter,
         k2_intra=k2_intra,
         k2_inter=k2_inter,
+        knn=knn,
         seconds=seconds,
+        info=info,
         **knn_options,
     )
-    with _timed(seconds, "jaccard_distance"):
+    with _timed(seconds, "jaccard_distance", v.shape[0]):
         # DBSCAN only looks at distances <= eps; the refinement recomputes what it needs.
         graph = jaccard_from_encoding(v, max_distance=eps, progress=progress)
     refine_with = (
         (lambda raw, tight: refine_from_encoding(v, raw, tight, ratio)) if refine else None
     )
     raw, labels = _dbscan_and_refine(graph, eps, eps_gap, min_samples, refine_with, seconds)
-    return labels, _statistics(raw, labels, eps, seconds, log=True)
+    return labels, _statistics(raw, labels, eps, seconds, log=True, knn=info)
 
 
 pseudo_labels.__signature__ = inspect.signature(pseudo_labels_with_stats).replace(  # type: ignore[attr-defined]
@@ -130,11 +147,14 @@ def encoding(
     k1_inter: int = 20,
     k2_intra: int = 3,
     k2_inter: int = 3,
+    knn: str = "auto",
     seconds: dict[str, float] | None = None,
+    info: dict[str, Any] | None = None,
     **knn_options: Any,
 ) -> sp.csr_matrix:
     """The encoding ``V`` whose Jaccard distance the clustering uses (see
-    :func:`pseudo_labels_with_stats` for the arguments); ``seconds`` receives the stage times.
+    :func:`pseudo_labels_with_stats` for the arguments); ``seconds`` receives the stage times,
+    ``info`` how the neighbours were searched (``knn``: exact / approximate, ``knn_recall``).
 
     ``jaccard_from_encoding(encoding(...))`` is the full sparse distance matrix, e.g. to try
     several ``eps`` (:func:`sweep_eps`).
@@ -146,8 +166,20 @@ def encoding(
         raise CaclError(
             f"camera_norm must be one of {', '.join(CAMERA_NORMS)}, got {camera_norm!r}"
         )
-    progress = bool(knn_options.get("progress", False))
-    x = prepare_features(features, normalize=True)
+    info = {} if info is None else info
+    progress = bool(knn_options.pop("progress", False))
+    options = knn_options.pop("options", None)
+    if not isinstance(options, ApproximateOptions):
+        options = ApproximateOptions.from_mapping(options)
+    if knn_options.pop("approximate", False):  # the keyword of nearest_neighbors
+        knn = "approximate"
+    if knn not in KNN_MODES:
+        raise CaclError(f"knn must be one of {', '.join(KNN_MODES)}, got {knn!r}")
+    with _timed(seconds, "prepare", len(features)):
+        x = prepare_features(features, normalize=True)
+    n = x.shape[0]
+    approximate = knn == "approximate" or (knn == "auto" and n >= AUTO_APPROXIMATE_FROM)
+    info["knn"] = "approximate" if approximate else "exact"
     cams = None
     if distance != "jaccard" or camera_norm != "none":
         if cameras is None:
@@ -155,11 +187,11 @@ def encoding(
                 f"distance={distance!r} / camera_norm={camera_norm!r} need the camera id of "
                 "every row (cameras=...)"
             )
-        cams = check_cameras(cameras, x.shape[0])
+        cams = check_cameras(cameras, n)
     if camera_norm == "center":
-        with _timed(seconds, "camera_norm"):
-            x = camera_centered(x, cams)
-    with _timed(seconds, "knn"):
+        with _timed(seconds, "camera_norm", n):
+            x = camera_centered(x, cams, in_place=x is not features and not _shares(x, features))
+    with _timed(seconds, "knn", n):
         if distance == "ca_jaccard":
             lists = camera_neighbors(
                 x,
@@ -167,11 +199,43 @@ def encoding(
                 k1_intra + 1,
                 k1_inter + 1,
                 block_size=knn_options.get("block_size"),
+                approximate=approximate,
+                options=options,
                 progress=progress,
             )
         else:
-            neighbors = knn_prepared(x, k1, metric="cosine", **knn_options)
-    with _timed(seconds, "encoding"):
+            neighbors = knn_prepared(
+                x,
+                k1,
+                metric="cosine",
+                approximate=approximate,
+                options=options,
+                progress=progress,
+                **knn_options,
+            )
+    if approximate and options.recall_rows > 0:
+        with _timed(seconds, "knn_recall", n):
+            if distance == "ca_jaccard":
+                kw = {"rows": options.recall_rows, "seed": options.seed, "groups": cams}
+                intra = sample_recall(x, lists.intra, within=True, **kw)
+                inter = sample_recall(x, lists.inter, **kw)
+                info["knn_recall"] = {"intra": intra, "inter": inter}
+                recall = f"intra-camera {intra:.3f}, inter-camera {inter:.3f}"
+            else:
+                found = sample_recall(
+                    x, neighbors.indices, rows=options.recall_rows, seed=options.seed
+                )
+                info["knn_recall"] = found
+                recall = f"{found:.3f}"
+        logger.info(
+            "approximate kNN of %d rows (projection to %d dims, exact re-ranking): recall of "
+            "the neighbour lists %s on %d sampled rows",
+            n,
+            options.dim,
+            recall,
+            min(n, options.recall_rows),
+        )
+    with _timed(seconds, "encoding", n):
         if distance == "ca_jaccard":
             v = ca_encoding(lists, k1_intra, k1_inter, k2_intra, k2_inter)
             del lists
@@ -212,27 +276,48 @@ def _dbscan_and_refine(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Steps 2 and 3: DBSCAN at ``eps``; with ``refine_with``, DBSCAN at ``eps - eps_gap`` and
     ``refine_with(raw, tight)``. Returns the raw and the final labels."""
-    with _timed(seconds, "dbscan"):
+    with _timed(seconds, "dbscan", graph.shape[0]):
         raw = dbscan_sparse(graph, eps, min_samples)
     if refine_with is None or raw.max() < 0:
         return raw, raw
-    with _timed(seconds, "dbscan_tight"):
+    with _timed(seconds, "dbscan_tight", graph.shape[0]):
         tight = dbscan_sparse(graph, max(eps - eps_gap, 0.0), min_samples)
-    with _timed(seconds, "refine"):
+    with _timed(seconds, "refine", graph.shape[0]):
         return raw, refine_with(raw, tight)
 
 
 @contextmanager
-def _timed(seconds: dict[str, float], name: str) -> Iterator[None]:
+def _timed(seconds: dict[str, float], name: str, rows: int | None = None) -> Iterator[None]:
+    """Record the seconds of a stage in ``seconds[name]``; log them with the peak memory so far."""
     start = time.perf_counter()
     yield
     seconds[name] = time.perf_counter() - start
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # kB on Linux
+    level = logging.INFO if (rows or 0) >= LOG_STAGES_FROM else logging.DEBUG
+    logger.log(
+        level, "pseudo labels: %s %.1f s (peak memory so far %.1f GB)", name, seconds[name], peak_gb
+    )
+
+
+def _shares(x: Any, features: Any) -> bool:
+    """Whether the tensor ``x`` is a view of the caller's ``features`` (numpy or torch)."""
+    try:
+        base = features.data_ptr() if hasattr(features, "data_ptr") else features.ctypes.data
+    except AttributeError:
+        return True
+    return x.data_ptr() == base
 
 
 def _statistics(
-    raw: np.ndarray, labels: np.ndarray, eps: float, seconds: dict[str, float], *, log: bool
+    raw: np.ndarray,
+    labels: np.ndarray,
+    eps: float,
+    seconds: dict[str, float],
+    *,
+    log: bool,
+    knn: dict[str, Any] | None = None,
 ) -> ClusterStats:
-    stats = ClusterStats.of(labels, raw, eps=eps, seconds=seconds)
+    stats = ClusterStats.of(labels, raw, eps=eps, seconds=seconds, knn=knn)
     if log:
         logger.info("pseudo labels, %s", stats.summary())
         if stats.n_clusters == 0:

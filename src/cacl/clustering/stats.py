@@ -79,6 +79,8 @@ class ClusterStats:
         n_clusters_raw, n_outliers_raw: the same before the refinement.
         seconds: wall-clock seconds per stage (``knn``, ``encoding``, ``jaccard_distance``,
             ``dbscan``, ``dbscan_tight``, ``refine``) for the stages that ran.
+        knn: how the neighbours were searched: ``knn`` (``exact`` / ``approximate``) and, for
+            the approximate search, ``knn_recall`` measured on a sample of rows.
         nmi, ari: agreement with the true identities where they are known (every un-clustered
             sample counted as its own cluster, the labelling trained on).
         multi_camera_clusters, cameras_per_cluster: how the clusters spread over the cameras.
@@ -94,6 +96,7 @@ class ClusterStats:
     n_clusters_raw: int | None = None
     n_outliers_raw: int | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    knn: dict[str, Any] = field(default_factory=dict)
     nmi: float | None = None
     ari: float | None = None
     multi_camera_clusters: float | None = None
@@ -109,6 +112,7 @@ class ClusterStats:
         *,
         eps: float | None = None,
         seconds: dict[str, float] | None = None,
+        knn: dict[str, Any] | None = None,
         true_pids: np.ndarray | None = None,
         cameras: np.ndarray | None = None,
         features: Any = None,
@@ -144,6 +148,7 @@ class ClusterStats:
             cluster_sizes=sizes,
             eps=None if eps is None else float(eps),
             seconds=dict(seconds or {}),
+            knn=dict(knn or {}),
             **extra,
         )
 
@@ -187,6 +192,7 @@ class ClusterStats:
         record.update({k: v for k, v in optional.items() if v is not None})
         if self.seconds:
             record["seconds"] = {k: round(v, 2) for k, v in self.seconds.items()}
+        record.update(self.knn)
         return record
 
     def summary(self) -> str:

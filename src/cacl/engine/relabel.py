@@ -40,7 +40,7 @@ def compute_classes(
     labels, raw = pseudo_labels_with_stats(
         features,
         cameras=cameras,
-        backend=cfg.knn,
+        **cfg.knn_options(),
         **cfg.clustering_options(),
         **cfg.encoding_options(),
     )
@@ -48,6 +48,7 @@ def compute_classes(
         labels,
         eps=raw.eps,
         seconds=raw.seconds,
+        knn=raw.knn,
         true_pids=true_pids,
         cameras=cameras,
         features=features,
