@@ -10,6 +10,7 @@ import torch
 
 from cacl.errors import EvaluationError
 from cacl.evaluation import RetrievalResult, evaluate, evaluate_rank
+from peak_memory import hwm_increase
 
 
 def reference_eval(
@@ -130,6 +131,22 @@ def test_mixed_tied_and_untied_rows_in_small_chunks() -> None:
     # A tiny budget forces one query per chunk; threads must give the same numbers.
     for kwargs in ({}, {"chunk_bytes": 1}, {"chunk_bytes": 1, "num_workers": 2}):
         assert_matches_reference(problem, max_rank=50, **kwargs)
+
+
+def test_chunked_evaluation_is_exact_and_bounded() -> None:
+    """Chunks of queries give the numbers of one chunk, bit for bit, in working memory bounded by
+    ``chunk_bytes`` (a sorted or argsorted copy of the whole 80 MB matrix would exceed it)."""
+    rng = np.random.default_rng(11)
+    problem = random_problem(rng, 1000, 20_000, num_ids=300, num_cams=6, distractors=0.1)
+    whole = evaluate(*problem, chunk_bytes=2**40)
+    results = []
+    rise = hwm_increase(lambda: results.append(evaluate(*problem, chunk_bytes=4 * 2**20)))
+    chunked = results[0]
+    assert rise < 24 * 2**20, f"peak rose by {rise / 2**20:.0f} MB"
+    np.testing.assert_array_equal(chunked.cmc, whole.cmc)
+    np.testing.assert_array_equal(chunked.query_ap, whole.query_ap)
+    assert chunked.mAP == whole.mAP and chunked.mINP == whole.mINP
+    assert chunked.num_valid_queries == whole.num_valid_queries
 
 
 def test_same_camera_filter_off_matches_reference() -> None:

@@ -16,11 +16,28 @@ from cacl.evaluation.extract import extract_features
 log = logging.getLogger(__name__)
 
 
+#: Working memory of one chunk of rows of :func:`squared_euclidean`.
+_CHUNK_BYTES = 64 * 2**20
+
+
 def squared_euclidean(query: torch.Tensor, gallery: torch.Tensor) -> np.ndarray:
-    """``||q - g||^2`` for every pair, computed as ``|q|^2 + |g|^2 - 2 q.g`` in float32."""
+    """``||q - g||^2`` for every pair, computed as ``|q|^2 + |g|^2 - 2 q.g`` in float32.
+
+    One ``(q, g)`` float32 array and chunks of rows: the products are written into the answer and
+    turned into distances in place (a whole-matrix expression would hold three ``q x g``
+    temporaries at once: 11.5 GB at MSMT17's test size). The values are those of the whole-matrix
+    expression, bit for bit.
+    """
     q, g = query.float(), gallery.float()
-    dist = (q * q).sum(1, keepdim=True) + (g * g).sum(1).unsqueeze(0) - 2.0 * q @ g.t()
-    return dist.clamp_min_(0).numpy()
+    q_sq = (q * q).sum(1, keepdim=True)
+    g_sq = (g * g).sum(1).unsqueeze(0)
+    dist = q @ g.t()
+    step = max(1, _CHUNK_BYTES // max(1, 4 * dist.shape[1]))
+    for a in range(0, dist.shape[0], step):
+        rows = dist[a : a + step]
+        # fl(-2 q.g + (|q|^2 + |g|^2)) == fl((|q|^2 + |g|^2) - 2 q.g): doubling is exact
+        rows.mul_(-2.0).add_(q_sq[a : a + step] + g_sq).clamp_min_(0)
+    return dist.numpy()
 
 
 def network_distances(
@@ -63,7 +80,15 @@ def network_distances(
         device=device, batch_size=batch_size, workers=workers, progress=progress, shard=shard
     )
     qf = extract_features(forward, dataset.query, transform, desc="query", **kwargs)
-    gf = extract_features(forward, dataset.gallery, transform, desc="gallery", **kwargs)
+    # The gallery's rows go right after the queries' in one tensor: the re-ranking uses the two
+    # as one matrix instead of concatenating them into a copy (0.8 GB at MSMT17's test size).
+    features = qf.new_empty((len(qf) + len(dataset.gallery), qf.shape[1]))
+    features[: len(qf)] = qf
+    qf = features[: len(qf)]
+    gallery_rows = features[len(qf) :]
+    gf = extract_features(
+        forward, dataset.gallery, transform, desc="gallery", out=gallery_rows, **kwargs
+    )
     network.train(was_training)
     if rerank:
         from cacl.evaluation import re_ranking_features

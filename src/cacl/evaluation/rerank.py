@@ -10,7 +10,11 @@ expanded k-reciprocal set, and the result is ``(1 - lambda) * d_J + lambda * d``
 :func:`re_ranking_features` gives the same result for squared Euclidean distances, straight from
 the features: the neighbour lists, the farthest distances and the ``q x g`` block come out of one
 blocked pass over the distance matrix (:mod:`cacl.clustering.knn`), and the Jaccard part reuses
-the sparse machinery of the pseudo labels. Memory: the ``q x g`` answer plus O((q+g)·k).
+the sparse machinery of the pseudo labels. Memory: the ``q x g`` float32 answer (3.8 GB at
+MSMT17's 11,659 x 82,161), the features (copied only when the query and gallery rows are not
+consecutive rows of one float32 tensor) and O((q+g)·k); every pass over the answer runs in place,
+in chunks of rows (a whole-matrix ``np.square`` or ``x * x`` would add a temporary as large as the
+answer or the features).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from cacl.clustering.knn import FeatureArray, knn_prepared, prepare_features
 from cacl.clustering.overlap import ColumnIndex, map_chunks
 
 _ROWS_PER_CHUNK = 512
+#: Working memory of one chunk of rows of the answer or of the features.
+_CHUNK_BYTES = 16 * 2**20
 
 
 def re_ranking(
@@ -114,13 +120,16 @@ def re_ranking_features(
         gallery_features: ``(g, D)``, the same.
         k1, k2, lambda_value: as in :func:`re_ranking`.
         block_size: tile size of the blocked distance pass.
+
+    Two float32 tensors that are consecutive rows of one tensor (``x[:q]`` and ``x[q:]``) are
+    used as they are; otherwise the features are concatenated into a float32 copy.
     """
     xq = prepare_features(query_features, normalize=False)
     xg = prepare_features(gallery_features, normalize=False).to(xq.device)
     if xq.shape[1] != xg.shape[1]:
         raise ValueError(f"feature sizes differ: query {xq.shape[1]}, gallery {xg.shape[1]}")
     q, g = xq.shape[0], xg.shape[0]
-    x = torch.cat([xq, xg])
+    x = _joined(xq, xg)
     del xq, xg
     n = q + g
     out = np.empty((q, g), dtype=np.float32)
@@ -144,7 +153,7 @@ def re_ranking_features(
     scale = np.square(neighbors.farthest)  # largest squared distance of each point
     rank_distance = np.square(neighbors.distances) / scale[:, None]
     inner = pair_inner_products(x)
-    sq = (x * x).sum(dim=1).cpu().numpy().astype(np.float64)
+    sq = _squared_norms(x)
 
     def pair_distance(i: np.ndarray, j: np.ndarray) -> np.ndarray:
         d = (sq[i] + sq[j] - 2.0 * inner(i, j)).astype(np.float32)
@@ -152,12 +161,44 @@ def re_ranking_features(
 
     v = k_reciprocal_encoding(neighbors.indices, rank_distance, k1, k2, pair_distance)
     del x, neighbors
-    out = _squared(out)
-    out /= scale[:q, None]
-    out *= np.float32(lambda_value)
-    out += np.float32(1.0 - lambda_value)
+    # lambda * d / scale + (1 - lambda), in place and row chunk by row chunk (the same float32
+    # operations, in the same order, as on the whole matrix)
+    step = _rows_per_chunk(g)
+    for a in range(0, q, step):
+        rows = out[a : a + step]
+        np.square(rows, out=rows)
+        rows /= scale[a : a + rows.shape[0], None]
+        rows *= np.float32(lambda_value)
+        rows += np.float32(1.0 - lambda_value)
     _subtract_jaccard_similarity(out, v, q, 1.0 - lambda_value)
     return out
+
+
+def _joined(xq: torch.Tensor, xg: torch.Tensor) -> torch.Tensor:
+    """``torch.cat([xq, xg])``, without a copy when ``xg``'s rows follow ``xq``'s in one storage."""
+    q, d = xq.shape
+    if (
+        xq.device == xg.device
+        and xq.dtype == xg.dtype
+        and xq.is_contiguous()
+        and xg.is_contiguous()
+        and xq.untyped_storage().data_ptr() == xg.untyped_storage().data_ptr()
+        and xg.storage_offset() == xq.storage_offset() + q * d
+    ):
+        return torch.as_strided(xq, (q + xg.shape[0], d), (d, 1), xq.storage_offset())
+    return torch.cat([xq, xg])
+
+
+def _rows_per_chunk(columns: int, itemsize: int = 4) -> int:
+    """Rows of ``columns`` values that fit in :data:`_CHUNK_BYTES` (at least one)."""
+    return max(1, _CHUNK_BYTES // max(1, columns * itemsize))
+
+
+def _squared_norms(x: torch.Tensor) -> np.ndarray:
+    """``(x * x).sum(dim=1)`` as float64 numpy, in chunks of rows (no temporary as large as x)."""
+    step = _rows_per_chunk(x.shape[1])
+    parts = [(x[a : a + step] * x[a : a + step]).sum(dim=1) for a in range(0, x.shape[0], step)]
+    return torch.cat(parts).cpu().numpy().astype(np.float64)
 
 
 def _squared(a: np.ndarray) -> np.ndarray:
