@@ -208,32 +208,41 @@ def exact_rerank(
     k: int,
     *,
     order: np.ndarray | None = None,
-    chunk: int = 512,
+    chunk: int = 64,
     progress: bool = False,
     desc: str = "exact re-ranking",
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest of each row's candidates by the exact distance ``2 - 2<x_i, x_j>`` (unit
     rows ``x``): ``(indices, distances)``, nearest first, padded with -1 / ``inf`` where a row has
-    fewer than ``k`` candidates. Candidates must be distinct within a row (-1 for none)."""
+    fewer than ``k`` candidates. Candidates must be distinct within a row (-1 for none).
+
+    The candidate rows of ``chunk`` rows at a time are gathered into one reused buffer (a batch of
+    small products follows); ``order`` (rows of one neighbourhood together) lets consecutive
+    chunks find the rows they share still in cache.
+    """
     n, kc = candidates.shape
     k = min(k, kc)
     out_i = np.full((n, k), -1, dtype=np.int64)
     out_d = np.full((n, k), np.inf, dtype=np.float32)
     order = np.arange(n) if order is None else order
+    dim = x.shape[1]
+    buffer = torch.empty((chunk * kc, dim), dtype=torch.float32, device=x.device)
     for a in tqdm(range(0, n, chunk), desc=desc, disable=not progress, leave=False):
         rows = order[a : a + chunk]
         cand = candidates[rows]
         valid = cand >= 0
-        unique, inverse = np.unique(np.where(valid, cand, cand.max(initial=0)), return_inverse=True)
-        inverse = inverse.reshape(cand.shape)
+        flat = torch.as_tensor(np.where(valid, cand, 0).ravel(), device=x.device)
+        gathered = buffer[: flat.numel()]
+        if x.dtype == torch.float32:
+            torch.index_select(x, 0, flat, out=gathered)
+        else:
+            gathered.copy_(x[flat])
         xr = x[torch.as_tensor(rows, device=x.device)].float()
-        xu = x[torch.as_tensor(unique, device=x.device)].float()
-        sims = (xr @ xu.T).cpu()
-        dist = (2.0 - 2.0 * torch.gather(sims, 1, torch.from_numpy(inverse))).clamp_min_(0.0)
+        sims = torch.bmm(gathered.view(rows.size, kc, dim), xr.unsqueeze(2)).squeeze(2).cpu()
+        dist = (2.0 - 2.0 * sims).clamp_min_(0.0)
         dist[torch.from_numpy(~valid)] = math.inf
         best, pos = torch.topk(dist, k, dim=1, largest=False)
-        pos = pos.numpy()
-        picked = np.take_along_axis(cand, pos, axis=1)
+        picked = np.take_along_axis(cand, pos.numpy(), axis=1)
         best = best.numpy()
         out_i[rows] = np.where(np.isfinite(best), picked, -1)
         out_d[rows] = best
