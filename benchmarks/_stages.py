@@ -105,3 +105,10 @@ def load_average() -> str:
     """The 1, 5 and 15 minute load averages, and the number of CPUs."""
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
+
+
+def print_stage(name: str, stage: dict[str, float]) -> None:
+    print(
+        f"  {name:<22} {stage['seconds']:8.2f} s wall {stage['cpu_seconds']:8.2f} s CPU   "
+        f"peak RSS {stage['peak_gb']:5.2f} GB"
+    )

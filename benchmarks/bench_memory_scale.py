@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _stages import GB, StageMeter, emit, load_average, run_worker  # noqa: E402
+from _stages import GB, StageMeter, emit, load_average, print_stage, run_worker  # noqa: E402
 
 #: Rows generated per random chunk (a float32 chunk of 8,192 x 2,048 is 64 MB).
 CHUNK_ROWS = 8192
@@ -192,13 +192,6 @@ def main() -> None:
             f"peak of all stages {max(s['peak_gb'] for s in stages.values()):.2f} GB "
             f"({result['peak_method']}, {result['threads']} threads)"
         )
-
-
-def print_stage(name: str, stage: dict[str, float]) -> None:
-    print(
-        f"  {name:<22} {stage['seconds']:8.2f} s wall {stage['cpu_seconds']:8.2f} s CPU   "
-        f"peak RSS {stage['peak_gb']:5.2f} GB"
-    )
 
 
 if __name__ == "__main__":

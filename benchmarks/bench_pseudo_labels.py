@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _stages import StageMeter, emit, load_average, run_worker  # noqa: E402
+from _stages import StageMeter, emit, load_average, print_stage, run_worker  # noqa: E402
 
 
 def synthetic_memory(
@@ -341,13 +341,6 @@ def report_run(result: dict[str, Any]) -> dict[str, float]:
         f"on the clustered rows {result['ari_clustered']:.3f})"
     )
     return total
-
-
-def print_stage(name: str, stage: dict[str, float]) -> None:
-    print(
-        f"  {name:<22} {stage['seconds']:8.2f} s wall {stage['cpu_seconds']:8.2f} s CPU   "
-        f"peak RSS {stage['peak_gb']:5.2f} GB"
-    )
 
 
 if __name__ == "__main__":
