@@ -62,7 +62,8 @@ def synthetic_memory(
         low += noise * rng.standard_normal((b - a, subspace), dtype=np.float32)
         out[a:b] = low @ basis
         out[a:b] += ambient * rng.standard_normal((b - a, dim), dtype=np.float32)
-    out /= np.linalg.norm(out, axis=1, keepdims=True)
+        # normalised chunk by chunk: a whole-matrix norm would square a copy (8 GB at 10^6)
+        out[a:b] /= np.linalg.norm(out[a:b], axis=1, keepdims=True)
     return out, ids, cams
 
 
