@@ -21,3 +21,12 @@ def write_image(path: Path, seed: int = 0, size: tuple[int, int] = (16, 8)) -> P
 @pytest.fixture
 def image_writer():
     return write_image
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A fresh CACL_CACHE folder (synthetic sets, weights) shared by one test module."""
+    path = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CACL_CACHE", str(path))
+        yield path

@@ -153,14 +153,6 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as mp_:
-        mp_.setenv("CACL_CACHE", str(path))
-        yield path
-
-
-@pytest.fixture(scope="module")
 def two_ranks(cache, tmp_path_factory):
     """What each of the 2 ranks saved, and the run folders."""
     out = tmp_path_factory.mktemp("ddp")

@@ -258,14 +258,6 @@ def test_own_camera_share_of_a_float16_bank_makes_no_float32_copy_and_no_n_wide_
 # ---------------------------------------------------------------- the trainer with float16 banks
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CACL_CACHE", str(path))
-        yield path
-
-
 def test_training_with_float16_banks_checkpoints_them_and_resumes_exactly(cache, tmp_path):
     from cacl.engine.trainer import Trainer
 

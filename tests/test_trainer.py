@@ -29,14 +29,6 @@ FAST = [
 ]
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CACL_CACHE", str(path))
-        yield path
-
-
 def train(output, *overrides, epochs=2):
     cfg = load_config("smoke", [*FAST, f"train.epochs={epochs}", *overrides])
     return Trainer(cfg, output, progress=False).fit()
