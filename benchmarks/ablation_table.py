@@ -115,7 +115,9 @@ def print_table(results: Path, camera_results: Path) -> None:
             continue
         runs = sorted(rows[key], key=lambda r: r["seed"])
         set_name, clustering, method = key
-        print(f"| {SET_LABELS[set_name]} | {clustering} | {method} | {' | '.join(score_cells(runs))} |")
+        print(
+            f"| {SET_LABELS[set_name]} | {clustering} | {method} | {' | '.join(score_cells(runs))} |"
+        )
 
 
 def main() -> None:

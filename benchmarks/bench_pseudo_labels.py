@@ -88,7 +88,9 @@ def pipeline_worker(args: argparse.Namespace) -> dict[str, Any]:
         with meter.stage("camera_norm"):
             x = camera_centered(x, cams, in_place=True)
     approximate = args.knn[0] == "approximate"  # a worker runs one search
-    options = ApproximateOptions(dim=args.knn_dim)
+    options = ApproximateOptions(
+        dim=args.knn_dim, candidates=args.candidates, ef_search=args.ef_search
+    )
     # The stages of cacl.clustering.pseudo_labels_with_stats, one by one.
     with meter.stage("knn"):
         if args.distance == "ca_jaccard":
@@ -198,6 +200,10 @@ def main() -> None:
         help="neighbour searches to run at every size (both: ARI between their labels)",
     )
     parser.add_argument("--knn-dim", type=int, default=64, help="approximate: projection dims")
+    parser.add_argument(
+        "--candidates", type=float, default=1.5, help="approximate: candidates per row, x k"
+    )
+    parser.add_argument("--ef-search", type=int, default=96, help="approximate: HNSW efSearch")
     parser.add_argument("--out", type=Path, help="append one JSON line per run to this file")
     parser.add_argument("--progress", action="store_true", help="progress bars in the workers")
     parser.add_argument("--labels-out", help=argparse.SUPPRESS)
@@ -219,6 +225,7 @@ def main() -> None:
     common += ["--k1-intra", str(args.k1_intra), "--k1-inter", str(args.k1_inter)]
     common += ["--k2-intra", str(args.k2_intra), "--k2-inter", str(args.k2_inter)]
     common += ["--knn-dim", str(args.knn_dim)] + (["--progress"] if args.progress else [])
+    common += ["--candidates", str(args.candidates), "--ef-search", str(args.ef_search)]
     ca = (
         f" (k1 intra/inter {args.k1_intra}/{args.k1_inter}, k2 {args.k2_intra}/{args.k2_inter})"
         if args.distance == "ca_jaccard"
@@ -266,6 +273,8 @@ def main() -> None:
                     "noise": args.noise,
                     "cameras": args.cameras,
                     "knn_dim": args.knn_dim,
+                    "candidates": args.candidates,
+                    "ef_search": args.ef_search,
                     "load_average": load_average(),
                     **result,
                     "pipeline": total,

@@ -152,14 +152,18 @@ def print_table(path: Path, config: str | None = None) -> None:
             r = json.loads(line)
             if config is None or r["config"] == config:
                 rows.setdefault(r["method"], []).append(r)
-    print("| method | seeds | mAP | rank-1 | ARI (last epoch) | own-camera 10-NN (chance) | "
-          "2+ camera clusters | wall time (min) |")
+    print(
+        "| method | seeds | mAP | rank-1 | ARI (last epoch) | own-camera 10-NN (chance) | "
+        "2+ camera clusters | wall time (min) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     order = {m: i for i, m in enumerate(ORDER)}
     for method, results in sorted(rows.items(), key=lambda kv: order.get(kv[0], 99)):
         cells = score_cells(sorted(results, key=lambda r: r["seed"]))
         multi = mean_spread([r["multi_camera_clusters"] for r in results], 2)
-        print(f"| {LABELS.get(method, method)} | {' | '.join(cells[:-1])} | {multi} | {cells[-1]} |")
+        print(
+            f"| {LABELS.get(method, method)} | {' | '.join(cells[:-1])} | {multi} | {cells[-1]} |"
+        )
 
 
 def score_cells(runs: list[dict]) -> list[str]:

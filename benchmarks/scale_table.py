@@ -59,7 +59,9 @@ def table(runs: dict[tuple, dict], agreement: dict[tuple, float]) -> list[str]:
         "| ARI against the identities | ARI against the exact labels |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for n, distance, knn in sorted(runs, key=lambda key: (key[0], key[1] != "jaccard", key[2] != "exact")):
+    for n, distance, knn in sorted(
+        runs, key=lambda key: (key[0], key[1] != "jaccard", key[2] != "exact")
+    ):
         r = runs[(n, distance, knn)]
         seconds = r["pipeline"]["seconds"]
         cell = f"{seconds:.1f} s"
