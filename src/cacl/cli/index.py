@@ -1,4 +1,5 @@
-"""``cacl index build CHECKPOINT IMAGES_DIR OUT`` and ``cacl index search OUT IMAGE...``."""
+"""``cacl index build CHECKPOINT IMAGES_DIR OUT``, ``cacl index add OUT DIR`` and
+``cacl index search OUT IMAGE...``."""
 
 from __future__ import annotations
 
@@ -56,6 +57,33 @@ def register(subparsers) -> None:
     build.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     build.set_defaults(func=run_build)
 
+    add = commands.add_parser(
+        "add",
+        help="add the images of a folder to an index, without rebuilding it",
+        description=(
+            "Copy the images under DIR (recursively) into the index folder and append their "
+            "features to its journal, in batches that are each durable once reported; images "
+            "already indexed (same bytes) are skipped. Camera ids come from --camera, else from "
+            "the file names (--cam-regex). A running 'cacl serve' holds the index: add through "
+            "its API (POST /api/images) instead."
+        ),
+    )
+    add.add_argument("index", help="an index folder written by 'cacl index build'")
+    add.add_argument("images", help="folder of images to add (searched recursively)")
+    add.add_argument("--camera", default=None, help="camera id of every added image")
+    add.add_argument(
+        "--cam-regex",
+        default=None,
+        help="regular expression whose first group is the camera in a file name "
+        "(default: the index's, else _c(\\d+))",
+    )
+    add.add_argument(
+        "--checkpoint", default=None, help="embed with this model instead of the index's own"
+    )
+    add.add_argument("--chunk", type=int, default=256, help="images per durable batch")
+    _add_model_options(add)
+    add.set_defaults(func=run_add)
+
     search = commands.add_parser("search", help="find the nearest gallery images of queries")
     search.add_argument("index", help="an index folder written by 'cacl index build'")
     search.add_argument("queries", nargs="+", metavar="IMAGE", help="query image files")
@@ -111,26 +139,80 @@ def run_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_search(args: argparse.Namespace) -> int:
-    from cacl.inference import GalleryIndex, query_extractor
+def run_add(args: argparse.Namespace) -> int:
+    from cacl.data.images import IMAGE_EXTENSIONS, list_images
+    from cacl.inference import query_extractor
+    from cacl.inference.image_bytes import ImageBytesError, decode_image
     from cacl.inference.index import GalleryIndexError
+    from cacl.inference.live import LiveIndex, NewImage
+
+    if args.chunk < 1:
+        raise GalleryIndexError(f"--chunk must be at least 1, got {args.chunk}")
+    folder = Path(args.images)
+    if not folder.is_dir():
+        raise GalleryIndexError(f"image folder not found: {folder}")
+    paths = list_images(folder, recursive=True)
+    if not paths:
+        raise GalleryIndexError(
+            f"no images under {folder} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
+        )
+    added = known = 0
+    skipped: list[tuple[Path, str]] = []
+    with LiveIndex.open(args.index, writable=True, cam_regex=args.cam_regex) as live:
+        extractor = query_extractor(live.index, args.checkpoint, args.device, args.batch_size)
+        for start in range(0, len(paths), args.chunk):
+            images, pixels = [], []
+            for path in paths[start : start + args.chunk]:
+                try:
+                    data = path.read_bytes()
+                    decoded = decode_image(data)
+                except (OSError, ImageBytesError) as exc:
+                    skipped.append((path, str(exc)))
+                    continue
+                images.append(NewImage(data, path.name, decoded.ext, args.camera))
+                pixels.append(decoded.image)
+            if not images:
+                continue
+            features = extractor(pixels, progress=False).numpy()
+            done = live.add_images(images, features)
+            added += sum(a.new for a in done)
+            known += sum(not a.new for a in done)
+            print(f"added {added} images so far ({len(live)} in the index)", flush=True)
+        size = len(live)
+    print(f"added {added} images to {args.index} ({known} already indexed); {size} in all")
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable images:")
+        for path, reason in skipped:
+            print(f"  {path}: {reason}")
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from cacl.inference import query_extractor
+    from cacl.inference.index import GalleryIndexError
+    from cacl.inference.live import LiveIndex
 
     if args.top < 1:
         raise GalleryIndexError(f"--top must be at least 1, got {args.top}")
-    index = GalleryIndex.load(args.index)
-    extractor = query_extractor(index, args.checkpoint, args.device, args.batch_size)
-    features = extractor(args.queries, progress=False)
-    root = Path(index.info.get("root", "."))
-    results = [
-        {
-            "query": query,
-            "results": [
-                {"rank": rank, "path": str(root / name), "name": name, "distance": distance}
-                for rank, (name, distance) in enumerate(found, 1)
-            ],
-        }
-        for query, found in zip(args.queries, index.search_names(features, args.top))
-    ]
+    live = LiveIndex.open(args.index)  # the snapshot and every image added since
+    extractor = query_extractor(live.index, args.checkpoint, args.device, args.batch_size)
+    features = extractor(args.queries, progress=False).numpy()
+    results = []
+    for query, feature in zip(args.queries, features):
+        found = live.search(feature, args.top)
+        rows = [
+            {
+                "rank": rank,
+                "path": str(
+                    live.file_of(hit.name) or Path(live.index.info.get("root", ".")) / hit.name
+                ),
+                "name": hit.name,
+                "distance": hit.distance,
+                "camera": hit.camera,
+            }
+            for rank, hit in enumerate(found, 1)
+        ]
+        results.append({"query": query, "results": rows})
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

@@ -112,6 +112,8 @@ class GalleryIndex:
         self.params, self.info = params, info
         self._features, self._faiss = features, faiss_index
         self._gallery_sq: torch.Tensor | None = None
+        # flat: rows live in the first len(self) rows of ``_buffer`` (spare capacity for add)
+        self._buffer = features
 
     def __len__(self) -> int:
         return len(self.names)
@@ -194,11 +196,13 @@ class GalleryIndex:
         k = min(k, len(self))
         if self.kind == "flat":
             return self._search_flat(q, k)
+        # per-call parameters, not the index's own fields: concurrent searches may differ in k
+        faiss = _faiss()
         if self.kind == "ivf":
-            self._faiss.nprobe = self.params["nprobe"]
+            params = faiss.SearchParametersIVF(nprobe=self.params["nprobe"])
         else:
-            self._faiss.hnsw.efSearch = max(self.params["ef_search"], k)
-        distances, indices = self._faiss.search(q, k)
+            params = faiss.SearchParametersHNSW(efSearch=max(self.params["ef_search"], k))
+        distances, indices = self._faiss.search(q, k, params=params)
         distances = np.where(indices < 0, np.inf, np.maximum(distances, 0)).astype(np.float32)
         return distances, indices.astype(np.int64)
 
@@ -219,6 +223,49 @@ class GalleryIndex:
             out_d.append(values.numpy())
             out_i.append(indices.numpy())
         return np.concatenate(out_d), np.concatenate(out_i).astype(np.int64)
+
+    def vector(self, row: int) -> np.ndarray:
+        """The stored feature of gallery row ``row`` (a ``(D,)`` float32 array)."""
+        if not 0 <= row < len(self):
+            raise GalleryIndexError(f"row {row} is outside the index (0..{len(self) - 1})")
+        if self.kind == "flat":
+            return self._features[row].copy()
+        try:
+            return self._faiss.reconstruct(int(row))
+        except RuntimeError:  # an IVF index needs its direct map first
+            self._faiss.make_direct_map()
+            return self._faiss.reconstruct(int(row))
+
+    def add(self, features: torch.Tensor | np.ndarray, names: Sequence[str]) -> None:
+        """Append ``features`` (M, D) with their ``names`` in place, without rebuilding.
+
+        Not thread-safe: callers that search from other threads hold one lock around both
+        (:class:`cacl.inference.live.LiveIndex` does). A flat index grows a buffer by doubling,
+        so an add copies the gallery only when the buffer is full; an HNSW index links the new
+        nodes into its graph; an IVF index files them into its trained cells.
+        """
+        x = _as_features(features)
+        names = [str(n) for n in names]
+        if len(names) != len(x):
+            raise GalleryIndexError(f"{len(x)} feature rows but {len(names)} names")
+        if x.shape[1] != self.dim:
+            raise GalleryIndexError(f"features have {x.shape[1]} dimensions, the index {self.dim}")
+        if len(x) == 0:
+            return
+        if self.kind == "flat":
+            n, m = len(self), len(x)
+            if self._buffer is None or len(self._buffer) < n + m:
+                grown = np.empty((max(2 * n, n + m, 1024), self.dim), dtype=np.float32)
+                grown[:n] = self._features
+                self._buffer = grown
+            self._buffer[n : n + m] = x
+            self._features = self._buffer[: n + m]
+            if self._gallery_sq is not None:
+                extra = torch.from_numpy(x).pow(2).sum(1).unsqueeze(0)
+                self._gallery_sq = torch.cat([self._gallery_sq, extra], 1)
+        else:
+            self._faiss.add(x)
+        self.names = [*self.names, *names]  # a new list: a reader's old list stays whole
 
     def search_names(
         self, features: torch.Tensor | np.ndarray, k: int = 10
