@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "datasets",
     "export",
     "index",
+    "serve",
     "visrank",
     "report",
 )

@@ -165,7 +165,8 @@ class LiveIndex:
         self.base_size = base_size  # rows of the snapshot; the rest were added
         self._cameras = cameras
         self._rows = {name: row for row, name in enumerate(index.names)}
-        self._pattern = compile_cam_regex(cam_regex)
+        self._by_digest = {_digest(n): n for n in index.names[base_size:]}  # added images
+        self.pattern = compile_cam_regex(cam_regex)  # cameras of added file names
         self._rw = _ReadWriteLock()
         self._add_lock = threading.Lock()
 
@@ -320,7 +321,7 @@ class LiveIndex:
         """The request's camera, else the one in the file name (``cam_regex``), else none."""
         if image.camera not in (None, ""):
             return str(image.camera)
-        return camera_from_name(image.filename, self._pattern)
+        return camera_from_name(image.filename, self.pattern)
 
     def add_images(self, images: Sequence[NewImage], features: np.ndarray) -> list[Added]:
         """Add ``images`` (their ``features`` row by row) durably; see the module docstring."""
@@ -336,11 +337,14 @@ class LiveIndex:
         names = [added_name(image) for image in images]
         cameras = [self.camera_for(image) for image in images]
         with self._add_lock:  # one add at a time; searches go on meanwhile
-            with self._rw.read():
-                known = {n: self._cameras[self._rows[n]] for n in names if n in self._rows}
-            fresh: dict[str, int] = {}
-            for i, name in enumerate(names):
-                if name not in known and name not in fresh:
+            # the same bytes, whatever their file name, are the image already indexed
+            first: dict[str, str] = {}  # digest -> the name it takes in this add
+            for name in names:
+                first.setdefault(_digest(name), self._by_digest.get(_digest(name), name))
+            chosen = [first[_digest(name)] for name in names]
+            fresh: dict[str, int] = {}  # new name -> its first image
+            for i, name in enumerate(chosen):
+                if _digest(name) not in self._by_digest and name not in fresh:
                     fresh[name] = i
             if fresh:
                 (self.folder / ADDED).mkdir(exist_ok=True)
@@ -354,11 +358,19 @@ class LiveIndex:
                     self.index.add(record.features, record.names)
                     for name in record.names:
                         self._rows[name] = len(self._rows)
+                        self._by_digest[_digest(name)] = name
                     self._cameras.extend(record.cameras)
-        return [
-            Added(name, known.get(name, camera), name not in known)
-            for name, camera in zip(names, cameras)
-        ]
+            with self._rw.read():
+                out = [
+                    Added(name, self._cameras[self._rows[name]], fresh.get(name) == i)
+                    for i, name in enumerate(chosen)
+                ]
+        return out
+
+
+def _digest(name: str) -> str:
+    """The content digest in an added image's name (``added/<stem>-<digest><ext>``)."""
+    return PurePosixPath(name).stem.rsplit("-", 1)[-1]
 
 
 def _camera_key(camera: str) -> tuple[int, int | str]:

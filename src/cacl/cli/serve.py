@@ -1,0 +1,103 @@
+"""``cacl serve INDEX_DIR``: person search in the browser, over an index that grows."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "CACL_SERVE_TOKEN"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="search an index in the browser and add images to it (needs cacl[serve])",
+        description=(
+            "Serve a web page and a JSON API over an index folder written by 'cacl index build': "
+            "search by an indexed image or an uploaded crop, filter by camera, add images (each "
+            "add is durable once answered). Listens on 127.0.0.1 by default; any other address "
+            f"needs a token (--token, or the {TOKEN_ENV} environment variable, which keeps it out "
+            "of the process list), which every request must then carry."
+        ),
+    )
+    parser.add_argument("index", help="an index folder written by 'cacl index build'")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument(
+        "--token", default=None, help=f"access token (default: ${TOKEN_ENV}; none on loopback)"
+    )
+    parser.add_argument(
+        "--checkpoint", default=None, help="embed crops with this model instead of the index's"
+    )
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--cam-regex",
+        default=None,
+        help="regular expression whose first group is the camera in a file name "
+        "(default: the index's, else _c(\\d+))",
+    )
+    parser.add_argument(
+        "--read-only", action="store_true", help="no adds (and no lock on the index folder)"
+    )
+    parser.add_argument(
+        "--max-upload-mb", type=float, default=8.0, help="largest request body (default 8 MB)"
+    )
+    parser.add_argument(
+        "--no-access-log", action="store_true", help="do not log every request (faster)"
+    )
+    parser.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from cacl.cli import CommandError
+
+    try:
+        import uvicorn
+
+        from cacl.serve.app import create_app
+    except ImportError as exc:
+        raise CommandError(
+            f"cacl serve needs the serve extra: pip install 'cacl[serve]' ({exc})"
+        ) from exc
+    from cacl.inference import query_extractor
+    from cacl.inference.live import LiveIndex
+    from cacl.serve.embedder import Embedder
+    from cacl.serve.security import check_bind, is_loopback
+    from cacl.serve.settings import LOOPBACK_HOSTS, ServeSettings
+
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
+    check_bind(args.host, token)
+    if not 0 <= args.port <= 65535:
+        raise CommandError(f"--port must be between 0 and 65535, got {args.port}")
+    if args.max_upload_mb <= 0:
+        raise CommandError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    settings = ServeSettings(
+        token=token,
+        # on loopback without a token, only loopback Host names (no DNS rebinding)
+        allowed_hosts=LOOPBACK_HOSTS if is_loopback(args.host) and token is None else None,
+        max_upload_bytes=int(args.max_upload_mb * (1 << 20)),
+    )
+    live = LiveIndex.open(args.index, writable=not args.read_only, cam_regex=args.cam_regex)
+    try:
+        extractor = query_extractor(live.index, args.checkpoint, args.device)
+        app = create_app(live, Embedder(extractor), settings)
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        print(
+            f"serving {len(live)} images ({live.index.kind}) at http://{host}:{args.port}/ "
+            f"{'with a token' if token else 'without a token'}; Ctrl+C stops",
+            flush=True,
+        )
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            access_log=not args.no_access_log,
+            log_level="info",
+            workers=1,  # one process: the index lives in its memory
+        )
+    finally:
+        live.close()
+    return 0

@@ -1,0 +1,29 @@
+"""What a ``cacl serve`` process allows: :class:`ServeSettings`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cacl.inference.image_bytes import DEFAULT_MAX_PIXELS
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class ServeSettings:
+    """Limits and the access rule of a server.
+
+    ``token``: when set, every request must carry it (``Authorization: Bearer TOKEN`` or the
+    cookie set by the login form). ``allowed_hosts``: the ``Host`` header values accepted
+    (without port), ``None`` for any: a server on loopback without a token accepts only
+    loopback names, so a web page elsewhere cannot reach it through DNS rebinding.
+    """
+
+    token: str | None = None
+    allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS
+    max_upload_bytes: int = 8 << 20  # a whole request body
+    max_pixels: int = DEFAULT_MAX_PIXELS  # one image
+    max_files: int = 64  # images per add request
+    max_top: int = 500  # results per search
+    thumb_height: int = 160  # pixels; thumbnails are never larger than the image
+    cookie_max_age: int = 7 * 24 * 3600  # seconds the login cookie lasts
