@@ -43,3 +43,62 @@ def copy_index(template: Path, to: Path) -> Path:
     """A fresh copy of the template index (its manifest keeps the template's gallery root)."""
     shutil.copytree(template, to)
     return to
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(index: Path, *args: str, timeout: float = 120.0):
+    """A real ``cacl serve`` process on a free loopback port: ``(process, base url)``, once it
+    answers ``/api/stats``."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    log = open(index.parent / f"serve-{port}.log", "wb")  # noqa: SIM115 - closed by the process
+    command = [sys.executable, "-m", "cacl", "serve", str(index), "--port", str(port)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [*command, "--device", "cpu", "--no-access-log", *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"cacl serve exited with {process.returncode}:\n"
+                + (index.parent / f"serve-{port}.log").read_text()
+            )
+        try:
+            with urllib.request.urlopen(f"{url}/api/stats", timeout=2) as response:
+                if response.status in (200, 401):
+                    return process, url
+        except OSError as exc:
+            if getattr(exc, "code", None) == 401:
+                return process, url
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"cacl serve did not answer within {timeout} s")
+
+
+def stop_server(process) -> None:
+    import subprocess
+
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
