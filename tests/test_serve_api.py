@@ -273,6 +273,7 @@ def test_token_is_enforced(server):
     assert len(live) == GALLERY_SIZE
     page = client.get("/")
     assert page.status_code == 401 and b"name=token" in page.content  # the page asks for it
+    assert client.get("/static/style.css").status_code == 200  # the sign-in form's style only
     wrong = client.post("/login", data={"token": "guess"}, follow_redirects=False)
     assert wrong.status_code == 401 and "cacl_token" not in wrong.headers.get("set-cookie", "")
     right = client.post("/login", data={"token": TOKEN}, follow_redirects=False)
@@ -291,11 +292,17 @@ def test_host_and_cross_site_rules(server):
     files = [upload("a.jpg", jpeg_bytes(4))]
     csrf = client.post("/api/images", files=files, headers={"origin": "http://evil.example"})
     assert csrf.status_code == 403
-    fetch = client.post("/api/images", files=files, headers={"sec-fetch-site": "cross-site"})
-    assert fetch.status_code == 403
+    for headers in [
+        {"sec-fetch-site": "cross-site"},
+        {"sec-fetch-site": "same-site", "origin": BASE},  # another port of this host
+        {"origin": "null"},
+    ]:
+        assert client.post("/api/images", files=files, headers=headers).status_code == 403
     assert len(live) == GALLERY_SIZE
     same = client.post("/api/images", files=files, headers={"origin": BASE})
     assert same.status_code == 201
+    page = client.post("/api/images", files=files, headers={"sec-fetch-site": "same-origin"})
+    assert page.status_code == 201
     headers = client.get("/").headers
     assert "frame-ancestors 'none'" in headers["content-security-policy"]
 

@@ -5,15 +5,16 @@
 - :class:`Guard`, on every HTTP request, in this order:
   1. ``Host`` must be one of ``allowed_hosts`` when that is set (loopback servers without a
      token: a web page elsewhere cannot reach them by DNS rebinding); else 400;
-  2. a ``POST`` whose ``Origin`` (or ``Sec-Fetch-Site``) says another site sent it is refused
-     (403): a page elsewhere cannot add images or searches through the user's browser;
+  2. a ``POST`` that a browser says another origin sent (``Sec-Fetch-Site``, else ``Origin``)
+     is refused (403): a page elsewhere cannot add images through the user's browser;
   3. with a token, the request carries it as ``Authorization: Bearer TOKEN`` or as the
      ``cacl_token`` cookie that ``POST /login`` sets (HttpOnly, SameSite=Strict), compared
-     with :func:`hmac.compare_digest`; else 401 (JSON for ``/api/``, the login form for pages);
+     with :func:`hmac.compare_digest`; else 401 (JSON for ``/api/``, the login form for pages).
+     Only ``POST /login`` and the stylesheet (:data:`PUBLIC`) are answered without it;
   4. a request body longer than ``max_upload_bytes`` is refused (413) from its
      ``Content-Length`` before it is read, or as soon as the bytes received pass the limit.
   Every response gets ``nosniff``, a same-origin content security policy, no framing and no
-  referrer. The token never appears in a log, a URL or a response.
+  referrer to other sites. The token never appears in a log, a URL or a response.
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 MIN_TOKEN_LENGTH = 16
 COOKIE = "cacl_token"
 LOGIN_PATH = "/login"
+# what a request without the token may ask: the sign-in itself and its stylesheet (no data)
+PUBLIC = {("POST", LOGIN_PATH), ("GET", "/static/style.css"), ("HEAD", "/static/style.css")}
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),  # names in URLs never leave for other sites
     (
         b"content-security-policy",
         b"default-src 'self'; img-src 'self' blob: data:; script-src 'self'; "
@@ -134,13 +137,16 @@ def request_token(scope: Scope) -> str | None:
 
 
 def cross_site(scope: Scope) -> bool:
-    """True when a browser says another site sent this request."""
-    if _header(scope, b"sec-fetch-site") == "cross-site":
-        return True
+    """True when a browser says another origin (another site, or another port of this host)
+    sent this request: ``Sec-Fetch-Site`` where the browser sends it, else ``Origin``.
+    Requests without either (scripts, curl) are not cross-site."""
+    fetch_site = _header(scope, b"sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site not in ("same-origin", "none")
     origin = _header(scope, b"origin")
-    if origin is None or origin == "null":
-        return origin == "null"
-    return urlsplit(origin).netloc != (_header(scope, b"host") or "")
+    if origin is None:
+        return False
+    return origin == "null" or urlsplit(origin).netloc != (_header(scope, b"host") or "")
 
 
 async def _respond(
@@ -189,7 +195,7 @@ class Guard:
                 return 400, _json("unexpected Host header"), json_type, []
         if scope["method"] not in ("GET", "HEAD") and cross_site(scope):
             return 403, _json("cross-site requests are refused"), json_type, []
-        if settings.token is not None and not (path == LOGIN_PATH and scope["method"] == "POST"):
+        if settings.token is not None and (scope["method"], path) not in PUBLIC:
             if not token_matches(request_token(scope), settings.token):
                 challenge = [(b"www-authenticate", b'Bearer realm="cacl"')]
                 if path.startswith("/api/"):
