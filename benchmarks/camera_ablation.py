@@ -80,6 +80,9 @@ METHODS: dict[str, list[str]] = {
     ],
     "one-branch ca_jaccard": [*PAPER, "cluster.distance=ca_jaccard", "model.gray_branch=false"],
     "shipped": [],
+    # the backbone comparison of the default run (issue 24): the shipped options, Lite0 vs Lite2
+    "shipped lite0": ["model.backbone=efficientnet_lite0"],
+    "shipped lite2": ["model.backbone=efficientnet_lite2"],
 }
 
 
@@ -96,6 +99,8 @@ LABELS = {
     "center+camera+extract both": "shipped, camera term on both branches",
     "center+ca_jaccard+camera+extract": "shipped + CA-Jaccard",
     "center+extract": "camera centring + fresh features (no camera term)",
+    "shipped lite0": "shipped options, EfficientNet-Lite0 (packaged ImageNet weights)",
+    "shipped lite2": "shipped options, EfficientNet-Lite2 (packaged ImageNet weights)",
 }
 
 

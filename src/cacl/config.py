@@ -61,6 +61,14 @@ class ModelConfig:
     # mean / std converts inside the network (EfficientNet-Lite0: (x - 0.5) / 0.5); imagenet: no
     # conversion (runs saved before this option existed load as imagenet).
     input_norm: str = "auto"
+    # Transformers (timm ViT / CLIP / DINOv2 names): the patch embedding's stride (0: the patch
+    # size; 12 with patch 16 gives TransReID's overlapping patches) and the pooled feature
+    # (auto: timm's default, the CLS token for ViTs; token | avg).
+    patch_stride: int = 0
+    global_pool: str = "auto"
+    drop_path: float = 0.0  # stochastic depth of timm models (TransReID-SSL: 0.3)
+    # Written by the run, not read: SHA-256 of the model.pretrained file (null: no file).
+    pretrained_sha256: str | None = None
 
 
 @dataclass
@@ -126,10 +134,19 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
+    name: str = "adam"  # adam (the paper's) | adamw | sgd
     lr: float = 3.5e-4
     weight_decay: float = 5e-4
+    momentum: float = 0.9  # sgd only
     step_size: int = 20
     lr_gamma: float = 0.1
+    # Linear warm-up over the first warmup_epochs epochs, from lr * warmup_factor to lr (ViT
+    # recipes); 0: none (the paper's schedule).
+    warmup_epochs: int = 0
+    warmup_factor: float = 0.01
+    # Weight decay on every trainable tensor (the paper), or none on biases, normalisation
+    # weights, position embeddings and class tokens (false: the ViT recipes' exemptions).
+    decay_all: bool = True
 
 
 @dataclass
@@ -344,6 +361,18 @@ def validate(cfg: Config) -> None:
     if cfg.cluster.on_no_cluster not in ("continue", "stop"):
         raise ConfigError("cluster.on_no_cluster must be continue or stop")
     _check_choice("model.input_norm", cfg.model.input_norm, ("auto", "imagenet"))
+    _check_choice("model.global_pool", cfg.model.global_pool, ("auto", "token", "avg"))
+    if cfg.model.patch_stride < 0 or not 0 <= cfg.model.drop_path < 1:
+        raise ConfigError("model.patch_stride must be >= 0 and model.drop_path in [0, 1)")
+    if cfg.model.last_stride not in (1, 2):
+        raise ConfigError(f"model.last_stride must be 1 or 2, got {cfg.model.last_stride}")
+    o = cfg.optim
+    _check_choice("optim.name", o.name, ("adam", "adamw", "sgd"))
+    if o.lr <= 0 or o.weight_decay < 0 or o.warmup_epochs < 0 or not 0 < o.warmup_factor <= 1:
+        raise ConfigError(
+            "optim.lr must be > 0, optim.weight_decay >= 0, optim.warmup_epochs >= 0 and "
+            "optim.warmup_factor in (0, 1]"
+        )
     _check_choice("memory.dtype", cfg.memory.dtype, MEMORY_DTYPES)
     _check_choice("loss.camera_branches", cfg.loss.camera_branches, ("colour", "both"))
     if cfg.loss.camera_weight < 0 or cfg.loss.camera_temperature <= 0:

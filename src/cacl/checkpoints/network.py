@@ -28,7 +28,17 @@ def load_network(
         raise CheckpointError(f"{state['_path']} holds no cacl model")
     cfg = config_from_dict(state["config"])
     m = cfg.model
-    net = CACLNet(m.backbone, "none", m.last_stride, m.gray_branch, m.predictor, m.input_norm)
+    from cacl.engine.parts import network_options
+
+    net = CACLNet(
+        m.backbone,
+        "none",
+        m.last_stride,
+        m.gray_branch,
+        m.predictor,
+        m.input_norm,
+        **network_options(cfg),
+    )
     try:
         net.load_state_dict(state["model"])
     except RuntimeError as exc:

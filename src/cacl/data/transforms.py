@@ -15,9 +15,19 @@ _MEAN_GRAY = 0.299 * IMAGENET_MEAN[0] + 0.587 * IMAGENET_MEAN[1] + 0.114 * IMAGE
 GRAY_ERASE_VALUE = tuple((_MEAN_GRAY - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
 
 
-def _train_family(height: int, width: int, gray: bool, erase_p: float, pad: int) -> T.Compose:
+def interpolation_mode(name: str) -> T.InterpolationMode:
+    """torchvision's mode of ``bicubic`` / ``bilinear`` (a backbone's pretrained config)."""
+    modes = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}
+    if name not in modes:
+        raise ValueError(f"interpolation must be bicubic or bilinear, got {name!r}")
+    return modes[name]
+
+
+def _train_family(
+    height: int, width: int, gray: bool, erase_p: float, pad: int, interpolation: str = "bicubic"
+) -> T.Compose:
     steps = [
-        T.Resize((height, width), interpolation=T.InterpolationMode.BICUBIC),
+        T.Resize((height, width), interpolation=interpolation_mode(interpolation)),
         T.RandomHorizontalFlip(p=0.5),
         T.Pad(pad),
         T.RandomCrop((height, width)),
@@ -35,22 +45,33 @@ def _train_family(height: int, width: int, gray: bool, erase_p: float, pad: int)
 
 
 def colour_view(
-    height: int = 256, width: int = 128, erase_p: float = 0.5, pad: int = 10
+    height: int = 256,
+    width: int = 128,
+    erase_p: float = 0.5,
+    pad: int = 10,
+    interpolation: str = "bicubic",
 ) -> T.Compose:
     """Branch 1's view: resize, flip, pad (10) + random crop, normalise, random erasing."""
-    return _train_family(height, width, gray=False, erase_p=erase_p, pad=pad)
+    return _train_family(height, width, False, erase_p, pad, interpolation)
 
 
 def gray_view(
-    height: int = 256, width: int = 128, erase_p: float = 0.5, pad: int = 10
+    height: int = 256,
+    width: int = 128,
+    erase_p: float = 0.5,
+    pad: int = 10,
+    interpolation: str = "bicubic",
 ) -> T.Compose:
     """Branch 2's view: the same family with 3-channel gray-scale before normalisation."""
-    return _train_family(height, width, gray=True, erase_p=erase_p, pad=pad)
+    return _train_family(height, width, True, erase_p, pad, interpolation)
 
 
-def test_transform(height: int = 256, width: int = 128, gray: bool = False) -> T.Compose:
-    """Resize (bicubic) and normalise; ``gray`` converts to 3-channel gray-scale first."""
-    steps = [T.Resize((height, width), interpolation=T.InterpolationMode.BICUBIC)]
+def test_transform(
+    height: int = 256, width: int = 128, gray: bool = False, interpolation: str = "bicubic"
+) -> T.Compose:
+    """Resize (bicubic: the paper's; or the backbone's ``interpolation``) and normalise;
+    ``gray`` converts to 3-channel gray-scale first."""
+    steps = [T.Resize((height, width), interpolation=interpolation_mode(interpolation))]
     if gray:
         steps.append(T.Grayscale(num_output_channels=3))
     steps += [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]

@@ -60,11 +60,33 @@ def step_failure(exc: Exception, cfg: Config, epoch: int, step: int, output: Pat
     )
 
 
+def network_options(cfg: Config) -> dict[str, Any]:
+    """The keyword arguments of :class:`CACLNet` that ``cfg`` sets besides the positional ones
+    (the image size a transformer's position grid is built for, its patch stride, ...)."""
+    m = cfg.model
+    return {
+        "image_size": (cfg.data.height, cfg.data.width),
+        "patch_stride": m.patch_stride,
+        "global_pool": m.global_pool,
+        "drop_path": m.drop_path,
+    }
+
+
 def build_network(cfg: Config, device: torch.device) -> CACLNet:
     """The two-branch network of ``cfg.model`` on ``device`` (NHWC weights with
-    ``train.channels_last``)."""
+    ``train.channels_last``). Records the SHA-256 of a ``model.pretrained`` file in ``cfg``."""
     m = cfg.model
-    net = CACLNet(m.backbone, m.pretrained, m.last_stride, m.gray_branch, m.predictor, m.input_norm)
+    net = CACLNet(
+        m.backbone,
+        m.pretrained,
+        m.last_stride,
+        m.gray_branch,
+        m.predictor,
+        m.input_norm,
+        **network_options(cfg),
+    )
+    report = net.branch1.backbone.load_report
+    m.pretrained_sha256 = report.sha256 if report is not None else None
     net.to(device)
     if cfg.train.channels_last:
         use_channels_last(net)
@@ -73,15 +95,11 @@ def build_network(cfg: Config, device: torch.device) -> CACLNet:
 
 def build_optimizer(
     model: torch.nn.Module, cfg: Config
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.StepLR]:
-    """Adam over the trainable parameters (frozen neck biases excluded) and the step schedule:
-    the learning rate x ``optim.lr_gamma`` every ``optim.step_size`` epochs."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(
-        optimizer, step_size=cfg.optim.step_size, gamma=cfg.optim.lr_gamma
-    )
-    return optimizer, scheduler
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The optimiser and schedule of ``cfg.optim`` (:mod:`cacl.engine.optim`)."""
+    from cacl.engine.optim import build_optimizer as build
+
+    return build(model, cfg.optim)
 
 
 def branch_features(
@@ -116,7 +134,7 @@ def branch_features(
         progress=progress,
         shard=True,
     )
-    transform = test_transform(d.height, d.width, gray=branch == 2)
+    transform = test_transform(d.height, d.width, branch == 2, model.interpolation)
     if calibrate and cfg.model.calibrate_neck:
         pooled = torch.empty(n, net.feat_dim)
         # pooled: the neck is calibrated on them, then applied below

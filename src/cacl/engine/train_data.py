@@ -35,8 +35,11 @@ def train_loader(
 ) -> DataLoader:
     """Batches of ``train.batch_size / world_size`` items (``colour``, ``gray`` when ``gray``,
     ``index``, ``camid``); ``loader_seed`` seeds the workers' random streams."""
+    from cacl.models.backbone import backbone_interpolation
+
     t, d = cfg.train, cfg.data
     seeded = d.view_rng == "sample"
+    interpolation = backbone_interpolation(cfg.model.backbone, cfg.model.input_norm)
     sampler = CameraAwareIdentitySampler(
         classes,
         camids,
@@ -51,8 +54,8 @@ def train_loader(
     sampler.set_epoch(epoch)
     dataset = TwoViewDataset(
         samples,
-        colour_view(d.height, d.width, pad=d.pad),
-        gray_view(d.height, d.width, pad=d.pad) if gray else None,
+        colour_view(d.height, d.width, pad=d.pad, interpolation=interpolation),
+        gray_view(d.height, d.width, pad=d.pad, interpolation=interpolation) if gray else None,
     )
     return DataLoader(
         SeededViews(dataset, t.seed, epoch) if seeded else dataset,

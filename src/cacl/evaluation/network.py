@@ -75,7 +75,9 @@ def network_distances(
         raise CaclError(f"branch must be 1 (colour) or 2 (gray), got {branch}")
     was_training = network.training
     network.eval()
-    transform = test_transform(height, width, gray=branch == 2)
+    from cacl.models.network import network_interpolation
+
+    transform = test_transform(height, width, branch == 2, network_interpolation(network))
     kwargs = dict(
         device=device, batch_size=batch_size, workers=workers, progress=progress, shard=shard
     )

@@ -60,17 +60,20 @@ class ExportResult:
     max_abs_diff: float | None
 
 
-def preprocessing_metadata(height: int, width: int) -> dict[str, str]:
-    """The ``metadata_props`` of an exported model: input, output and the test transform."""
+def preprocessing_metadata(
+    height: int, width: int, interpolation: str = "bicubic"
+) -> dict[str, str]:
+    """The ``metadata_props`` of an exported model: input, output and the test transform
+    (``interpolation``: the backbone's, from its pretrained config)."""
     return {
         "cacl.input": f"{INPUT_NAME}: float32 [batch, 3, {height}, {width}] (NCHW), batch dynamic",
         "cacl.output": f"{OUTPUT_NAME}: float32 [batch, D], L2-normalised; compare with squared "
         "Euclidean distance",
         "cacl.preprocess": (
-            f"RGB channel order; resize to height {height} x width {width} with bicubic "
+            f"RGB channel order; resize to height {height} x width {width} with {interpolation} "
             "interpolation; scale to [0, 1]; subtract mean, divide by std per channel; CHW"
         ),
-        "cacl.resize": f"{height}x{width} bicubic",
+        "cacl.resize": f"{height}x{width} {interpolation}",
         "cacl.mean": ",".join(str(v) for v in IMAGENET_MEAN),
         "cacl.std": ",".join(str(v) for v in IMAGENET_STD),
         "cacl.color_order": "RGB",
@@ -136,6 +139,14 @@ def export_onnx(
             # the caller's preprocessing is cacl.mean / cacl.std either way
             "cacl.input_norm": cfg.model.input_norm,
         }
+        if cfg.model.input_norm == "auto":  # what the graph's first op converts to
+            from cacl.models.backbone import convention
+
+            conv = convention(cfg.model.backbone)
+            extra["cacl.backbone_mean"] = ",".join(str(v) for v in conv.mean)
+            extra["cacl.backbone_std"] = ",".join(str(v) for v in conv.std)
+        if cfg.model.pretrained_sha256:
+            extra["cacl.pretrained_sha256"] = cfg.model.pretrained_sha256
     model = _Branch1(network).cpu().eval()
     sample = torch.rand(2, 3, height, width)
     with torch.no_grad():
@@ -149,7 +160,10 @@ def export_onnx(
     try:
         _torch_export(model, sample, tmp, opset)
         proto = onnx.load(tmp)
-        meta_props = {**preprocessing_metadata(height, width), **extra}
+        from cacl.models.network import network_interpolation
+
+        interpolation = network_interpolation(network)
+        meta_props = {**preprocessing_metadata(height, width, interpolation), **extra}
         meta_props["cacl.feature_dim"] = str(feature_dim)
         for key, value in meta_props.items():
             entry = proto.metadata_props.add()

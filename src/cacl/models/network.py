@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cacl.models import lite
 from cacl.models.backbone import build_backbone
 
 
@@ -27,7 +28,13 @@ def frozen_bias_bn(dim: int) -> nn.BatchNorm1d:
 
 
 class Branch(nn.Module):
-    """Backbone + global average pooling + BN neck. Returns ``(pooled, x)``, ``x`` normalised."""
+    """Backbone + pooling + BN neck. Returns ``(pooled, x)``, ``x`` normalised.
+
+    A backbone that returns maps (B, C, h, w) is pooled by global average pooling; a timm trunk
+    returns its own pooled features (B, C): the mean of its maps for CNNs, the CLS token for
+    ViTs (:mod:`cacl.models.timm_backbone`). ``options`` go to
+    :func:`~cacl.models.backbone.build_backbone` (image_size, patch_stride, ...).
+    """
 
     def __init__(
         self,
@@ -35,14 +42,16 @@ class Branch(nn.Module):
         pretrained: str = "none",
         last_stride: int = 1,
         input_norm: str = "auto",
+        **options,
     ) -> None:
         super().__init__()
-        self.backbone = build_backbone(backbone, pretrained, last_stride, input_norm)
+        self.backbone = build_backbone(backbone, pretrained, last_stride, input_norm, **options)
         self.feat_dim = self.backbone.out_channels
         self.neck = frozen_bias_bn(self.feat_dim)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled = F.adaptive_avg_pool2d(self.backbone(images), 1).flatten(1)
+        features = self.backbone(images)
+        pooled = features if features.dim() == 2 else F.adaptive_avg_pool2d(features, 1).flatten(1)
         return pooled, self.head(pooled)
 
     def head(self, pooled: torch.Tensor) -> torch.Tensor:
@@ -92,14 +101,28 @@ class CACLNet(nn.Module):
         gray_branch: bool = True,
         predictor: bool = True,
         input_norm: str = "auto",
+        **options,
     ) -> None:
         super().__init__()
-        self.branch1 = Branch(backbone, pretrained, last_stride, input_norm)
+        self.branch1 = Branch(backbone, pretrained, last_stride, input_norm, **options)
         self.feat_dim = self.branch1.feat_dim
         self.branch2 = (
-            Branch(backbone, pretrained, last_stride, input_norm) if gray_branch else None
+            Branch(backbone, pretrained, last_stride, input_norm, **options)
+            if gray_branch
+            else None
         )
         self.predictor = Predictor(self.feat_dim) if predictor else None
+        conv = getattr(self.branch1.backbone, "convention", None)
+        #: the resize interpolation of the backbone's input convention (data pipeline)
+        self.interpolation = conv.interpolation if conv and input_norm == "auto" else "bicubic"
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As :meth:`nn.Module.load_state_dict`; a state dict saved with cacl's former
+        hand-written EfficientNet-Lite trunk is renamed to the timm-based one first."""
+        trunk = getattr(self.branch1.backbone, "model", None)
+        if trunk is not None and hasattr(trunk, "blocks") and hasattr(trunk, "conv_stem"):
+            state_dict = lite.upgrade_state_dict(dict(state_dict), lite.stage_lengths(trunk))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def forward(
         self, colour: torch.Tensor, gray: torch.Tensor | None = None
@@ -122,6 +145,11 @@ class CACLNet(nn.Module):
         if module is None:
             raise ValueError("this network has no gray branch")
         return module(images)[1]
+
+
+def network_interpolation(network: nn.Module) -> str:
+    """The resize interpolation ``network`` (a CACL network, maybe DDP-wrapped) expects."""
+    return getattr(getattr(network, "module", network), "interpolation", "bicubic")
 
 
 def use_channels_last(module: nn.Module) -> nn.Module:
