@@ -4,7 +4,9 @@
 #   2. a short ResNet-50 256x128 batch-64 training on the synthetic `market` preset, AMP off and
 #      on: images/s, peak GPU memory, seconds of memory init, clustering, epochs and evaluation;
 #   3. the same under torchrun on 2 GPUs when there are two or more;
-#   4. the pseudo labels at N = 10^6 (D = 2048) with the kNN on the GPU, Jaccard and CA-Jaccard.
+#   4. the pseudo labels at N = 10^6 (D = 2048) with the kNN on the GPU, Jaccard and CA-Jaccard;
+#   5. one epoch of a ViT-B/16 (CLIP's image encoder, timm, random weights) at 256x128, AMP on:
+#      the transformer path (position grid, input adapter, AdamW + warm-up) on the GPU.
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]   (a python with cacl installed: $PYTHON or python)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -50,5 +52,12 @@ for distance in jaccard ca_jaccard; do
     --distance "$distance" --device cuda --no-floor --knn exact approximate 2>&1 | tee "$OUT/pseudo_labels_$distance.txt"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 done
+step "5. one GPU, ViT-B/16 CLIP 256x128 batch 64, AMP true, one epoch"
+"$PY" benchmarks/gpu_train_check.py --amp true --epochs 1 --iters "${VIT_ITERS:-100}" \
+  --backbone vit_base_patch16_clip_224.openai --pretrained none \
+  --override optim.name=adamw optim.warmup_epochs=1 optim.decay_all=false \
+  --output "$OUT/train_vit_b16" 2>"$OUT/train_vit_b16.log" | tee "$OUT/train_vit_b16.json"
+[ "${PIPESTATUS[0]}" -eq 0 ] || { status=1; tail -20 "$OUT/train_vit_b16.log"; }
+
 echo; echo "gpu_check: done (status $status); outputs in $OUT"
 exit $status

@@ -48,6 +48,9 @@ def main() -> int:
     parser.add_argument("--pretrained", default="none")
     parser.add_argument("--preset", default="market")
     parser.add_argument("--output", type=Path, help="run folder (default: a temporary one)")
+    parser.add_argument(
+        "--override", nargs="*", default=[], help="more SECTION.KEY=VALUE config overrides"
+    )
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print(
@@ -78,6 +81,7 @@ def main() -> int:
             f"train.iters={args.iters}",
             f"train.eval_every={args.epochs}",
             "train.device=auto",
+            *args.override,
         ],
     )
     output = args.output or Path(tempfile.mkdtemp(prefix="cacl-gpu-check-")) / "run"
