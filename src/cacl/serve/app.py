@@ -146,7 +146,7 @@ def create_app(
             raise HTTPException(503, "this server has no model to embed crops with")
         return embed
 
-    def answer(query: dict, vector: np.ndarray, params: SearchParams, name=None) -> dict:
+    def answer(query: dict, vector: np.ndarray, params: SearchParams, name=None) -> JSONResponse:
         if params.other_cameras and query["camera"] is None:
             raise HTTPException(400, "other_cameras needs the query's camera (query_camera=C)")
         hits = live.search(
@@ -156,7 +156,8 @@ def create_app(
             exclude_camera=query["camera"] if params.other_cameras else None,
             exclude_name=name,
         )
-        return {"query": query, "top": params.top, "size": len(live), "results": _hits(hits)}
+        body = {"query": query, "top": params.top, "size": len(live), "results": _hits(hits)}
+        return JSONResponse(body)  # plain JSON types: no jsonable_encoder pass (the hot path)
 
     async def read_images(form: Any, limit: int) -> list[tuple[UploadFile, bytes, DecodedImage]]:
         uploads = [item for item in form.getlist("image") if isinstance(item, UploadFile)]
@@ -214,7 +215,7 @@ def create_app(
         }
 
     @app.get("/api/search")
-    def search(request: Request) -> dict:
+    def search(request: Request) -> JSONResponse:
         values = request.query_params
         params = SearchParams.parse(values, settings.max_top)
         name, query_id = _text(values.get("name")), _text(values.get("query"))
@@ -237,7 +238,7 @@ def create_app(
         return answer({"id": query_id, "camera": params.query_camera}, vector, params)
 
     @app.post("/api/search")
-    async def search_upload(request: Request) -> dict:
+    async def search_upload(request: Request) -> JSONResponse:
         need_embed()
         form = await request.form(max_files=1, max_fields=8)
         params = SearchParams.parse({**request.query_params, **form}, settings.max_top)
