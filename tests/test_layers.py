@@ -27,6 +27,7 @@ LAYERS: list[set[str]] = [
     {"checkpoints"},
     {"engine"},
     {"inference", "report"},
+    {"serve"},
     {"cli", "__main__"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
