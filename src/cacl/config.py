@@ -188,6 +188,18 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def network_options(self) -> dict[str, Any]:
+        """The keyword arguments of :class:`cacl.models.CACLNet` beyond its positional ones: the
+        image size a transformer's position grid is built for, its patch stride, pooling, drop
+        path."""
+        m = self.model
+        return {
+            "image_size": (self.data.height, self.data.width),
+            "patch_stride": m.patch_stride,
+            "global_pool": m.global_pool,
+            "drop_path": m.drop_path,
+        }
+
 
 def _field_types(section: Any) -> dict[str, Any]:
     hints = typing.get_type_hints(type(section))

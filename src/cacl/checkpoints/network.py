@@ -28,8 +28,6 @@ def load_network(
         raise CheckpointError(f"{state['_path']} holds no cacl model")
     cfg = config_from_dict(state["config"])
     m = cfg.model
-    from cacl.engine.parts import network_options
-
     net = CACLNet(
         m.backbone,
         "none",
@@ -37,7 +35,7 @@ def load_network(
         m.gray_branch,
         m.predictor,
         m.input_norm,
-        **network_options(cfg),
+        **cfg.network_options(),
     )
     try:
         net.load_state_dict(state["model"])

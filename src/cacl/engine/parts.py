@@ -60,18 +60,6 @@ def step_failure(exc: Exception, cfg: Config, epoch: int, step: int, output: Pat
     )
 
 
-def network_options(cfg: Config) -> dict[str, Any]:
-    """The keyword arguments of :class:`CACLNet` that ``cfg`` sets besides the positional ones
-    (the image size a transformer's position grid is built for, its patch stride, ...)."""
-    m = cfg.model
-    return {
-        "image_size": (cfg.data.height, cfg.data.width),
-        "patch_stride": m.patch_stride,
-        "global_pool": m.global_pool,
-        "drop_path": m.drop_path,
-    }
-
-
 def build_network(cfg: Config, device: torch.device) -> CACLNet:
     """The two-branch network of ``cfg.model`` on ``device`` (NHWC weights with
     ``train.channels_last``). Records the SHA-256 of a ``model.pretrained`` file in ``cfg``."""
@@ -83,7 +71,7 @@ def build_network(cfg: Config, device: torch.device) -> CACLNet:
         m.gray_branch,
         m.predictor,
         m.input_norm,
-        **network_options(cfg),
+        **cfg.network_options(),
     )
     report = net.branch1.backbone.load_report
     m.pretrained_sha256 = report.sha256 if report is not None else None
