@@ -281,3 +281,27 @@ def test_default_weights_without_network_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(tb, "_reachable", lambda host, timeout=3.0: False)
     with pytest.raises(WeightsError, match="cannot reach.*model.pretrained=PATH"):
         build_backbone("vit_small_patch16_224.augreg_in21k_ft_in1k", "imagenet")
+
+
+def test_dinov2_release_layout_loads_like_timms_own_loader(tmp_path):
+    """DINOv2's released files (a 37 x 37 grid for 518 x 518, a ``mask_token``) load into a
+    person-shaped grid with the tensors timm's own loader gives for the same file."""
+    name = "vit_small_patch14_dinov2.lvd142m"
+    torch.manual_seed(0)
+    source = timm.create_model(name, pretrained=False, num_classes=0)
+    state = dict(source.state_dict())
+    state["mask_token"] = torch.zeros(1, 384)
+    path = tmp_path / "dinov2_vits14_pretrain.pth"
+    torch.save(state, path)
+    ours = build_backbone(name, str(path), image_size=(256, 128)).eval()
+    library = timm.create_model(
+        name,
+        pretrained=True,
+        num_classes=0,
+        img_size=(256, 128),
+        pretrained_cfg_overlay=dict(file=str(path)),
+    ).eval()
+    assert ours.model.patch_embed.grid_size == (18, 9)
+    images = torch.randn(1, 3, 256, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(images), _timm_pooled(library, images))
