@@ -120,7 +120,9 @@ class TimmTrunk(nn.Module):
 def _create(name: str, image_size: tuple[int, int], last_stride: int, options: dict) -> nn.Module:
     """timm's model ``name`` without classifier, for ``image_size`` where it takes one."""
     timm = _timm()
-    kwargs = {"pretrained": False, "num_classes": 0, **options}
+    # drop_rate=0: timm's classifier dropout (0.2 for EfficientNets) would otherwise act on the
+    # pooled feature that feeds the BN neck; re-ID heads have none
+    kwargs = {"pretrained": False, "num_classes": 0, "drop_rate": 0.0, **options}
     # global_pool=avg on a ViT pretrained with the CLS token: keep its final norm on every
     # token (fc_norm=False) instead of a new, untrained norm after pooling
     extra = [{"fc_norm": False}, {}] if options.get("global_pool") == "avg" else [{}]
