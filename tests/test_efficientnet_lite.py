@@ -146,8 +146,8 @@ def test_cacl_net_trains_with_the_lite_backbones():
 
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "vit_small_patch16_224"])
 def test_no_classifier_dropout_in_training_mode(name):
-    """The pooled feature is the plain mean of the maps (or the CLS token) in train mode too:
-    timm's classifier dropout (0.2 for EfficientNets) must not reach the BN neck."""
+    """The pooled feature is the plain mean of the maps (or the CLS token) in train mode too: no
+    classifier dropout reaches the BN neck."""
     torch.manual_seed(0)
     trunk = build_backbone(name, "none", image_size=(64, 32), input_norm="imagenet").train()
     images = torch.randn(4, 3, 64, 32)

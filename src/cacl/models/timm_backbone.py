@@ -120,8 +120,8 @@ class TimmTrunk(nn.Module):
 def _create(name: str, image_size: tuple[int, int], last_stride: int, options: dict) -> nn.Module:
     """timm's model ``name`` without classifier, for ``image_size`` where it takes one."""
     timm = _timm()
-    # drop_rate=0: timm's classifier dropout (0.2 for EfficientNets) would otherwise act on the
-    # pooled feature that feeds the BN neck; re-ID heads have none
+    # drop_rate=0 whatever a model's default: a classifier dropout would act on the pooled
+    # feature that feeds the BN neck, and re-ID heads have none
     kwargs = {"pretrained": False, "num_classes": 0, "drop_rate": 0.0, **options}
     # global_pool=avg on a ViT pretrained with the CLS token: keep its final norm on every
     # token (fc_norm=False) instead of a new, untrained norm after pooling
