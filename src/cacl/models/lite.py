@@ -116,15 +116,19 @@ def is_efficientnet_pytorch_layout(state: dict[str, torch.Tensor]) -> bool:
 
 
 def set_last_stride_one(model: nn.Module) -> None:
-    """Plain stride 1 (no dilation) in the last stride-2 stage of a timm EfficientNet: a 256 x
-    128 image then gives a 16 x 8 map, as re-ID sets ResNet's layer4 (the first block's
-    depthwise convolution carries the stage's stride)."""
+    """Plain stride 1 (no dilation) in the last stride-2 stage of a timm EfficientNet / MobileNet
+    (``model.blocks``): a 256 x 128 image then gives a 16 x 8 map, as re-ID sets ResNet's layer4.
+    The stage's first block carries its stride (the depthwise convolution of an inverted
+    residual, the convolution of a ConvBnAct)."""
     for stage in reversed(model.blocks):
-        conv = stage[0].conv_dw
-        if tuple(conv.stride) == (2, 2):
-            conv.stride = (1, 1)
+        strided = [
+            m for m in stage[0].modules() if isinstance(m, nn.Conv2d) and tuple(m.stride) == (2, 2)
+        ]
+        if strided:
+            for conv in strided:
+                conv.stride = (1, 1)
             return
-    raise WeightsError("this EfficientNet has no stride-2 stage to set to stride 1")
+    raise WeightsError("this network has no stride-2 stage to set to stride 1")
 
 
 _LEGACY = re.compile(r"^(.*\.backbone\.)(_conv_stem|_bn0|_blocks|_conv_head|_bn1)\.")

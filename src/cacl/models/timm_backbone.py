@@ -103,7 +103,8 @@ class TimmTrunk(nn.Module):
         self.model = model
         self.name = name
         self.convention = convention
-        self.out_channels = int(model.num_features)
+        # the pooled feature's length: a pre-logits head (MobileNetV3's conv_head) may widen it
+        self.out_channels = int(getattr(model, "head_hidden_size", None) or model.num_features)
         self.input_adapter: nn.Module | None = None  # set by build_backbone
         self.load_report: LoadReport | None = None
 
