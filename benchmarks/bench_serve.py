@@ -8,7 +8,8 @@ feature length sets the dimension. A real ``cacl serve`` process is started on a
 port, and for ``--duration`` seconds per phase:
 
 - ``name``: ``--clients`` clients search by a random indexed name (top 10);
-- ``upload``: ``--upload-clients`` clients upload a 128 x 64 JPEG crop and search with it;
+- ``upload``: ``--upload-clients`` clients upload a 128 x 64 JPEG crop and search with it (a
+  new crop each time, so that every upload is encoded: the server remembers crops it has seen);
 - ``name+adds`` / ``upload+adds``: the same, while one more client adds ``--adds`` new images,
   one per request (the phase lasts until all are added, at least ``--duration`` seconds).
 
@@ -267,12 +268,17 @@ def run_phase(
 
     def search_loop(worker: int) -> None:
         client, rng = Client(port), random.Random(worker)
+        sent = 0
         while not stop.is_set():
             if kind == "name":
                 query = urllib.parse.urlencode({"name": rng.choice(names), "top": 10})
                 seconds, error, _ = client.request("GET", f"/api/search?{query}")
             else:
-                body, ctype = multipart({"top": "10"}, [("image", "q.jpg", rng.choice(crops))])
+                # a new crop every time: the server keeps the features of a crop it has seen (by
+                # its bytes), and each upload must be encoded by the network
+                crop = crop_jpeg(add_seed + 500_000 + 10_000 * worker + sent)
+                sent += 1
+                body, ctype = multipart({"top": "10"}, [("image", "q.jpg", crop)])
                 seconds, error, _ = client.request(
                     "POST", "/api/search", body, {"Content-Type": ctype}
                 )
