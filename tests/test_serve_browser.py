@@ -107,7 +107,7 @@ def test_browse_click_filter_and_share(site):
     wait(driver, lambda d: len(cards(d)) == GALLERY_SIZE)
     assert driver.find_element(By.ID, "stats").text.startswith(f"{GALLERY_SIZE} images")
     assert "click one to search" in status(driver)
-    assert images_loaded(driver, "#results img")  # thumbnails, from /api/thumbs
+    wait(driver, lambda d: images_loaded(d, "#results img"))  # thumbnails, from /api/thumbs
 
     target = gallery_name(4)  # camera 2
     driver.find_element(By.CSS_SELECTOR, f'#results .card[data-name="{target}"]').click()
@@ -119,7 +119,7 @@ def test_browse_click_filter_and_share(site):
     assert distances == sorted(distances)
     assert driver.find_element(By.ID, "query").is_displayed()
     assert "camera 2" in driver.find_element(By.ID, "query-caption").text
-    assert images_loaded(driver, "#query-img")
+    wait(driver, lambda d: images_loaded(d, "#query-img"))
 
     driver.find_element(By.ID, "other-cameras").click()
     wait(driver, lambda d: params(d).get("other_cameras") == "1" and "other cameras" in status(d))
@@ -168,7 +168,7 @@ def test_upload_a_crop_and_add_images(site, tmp_path):
     best = cards(driver)[0]
     assert best["name"] == gallery_name(9) and float(best["distance"]) < 1e-3
     assert "uploaded crop" in driver.find_element(By.ID, "query-caption").text
-    assert images_loaded(driver, "#query-img")  # the stored crop, by its id
+    wait(driver, lambda d: images_loaded(d, "#query-img"))  # the stored crop, by its id
 
     paths = []
     for i in range(2):
@@ -218,7 +218,8 @@ def test_the_page_asks_for_the_token_once(tmp_path_factory):
         driver.find_element(By.NAME, "token").send_keys(TOKEN)
         driver.find_element(By.NAME, "token").submit()
         wait(driver, lambda d: len(cards(d)) == GALLERY_SIZE)
-        assert images_loaded(driver, "#results img")  # the cookie carries the token for images
+        # the cookie carries the token for images (thumbnails load after the cards appear)
+        wait(driver, lambda d: images_loaded(d, "#results img"))
         driver.get(f"{url}/?name={gallery_name(1)}")  # and on later visits
         wait(driver, lambda d: "nearest" in status(d))
         cookie = driver.get_cookie("cacl_token")
