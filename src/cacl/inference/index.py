@@ -18,7 +18,6 @@ an index.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -34,7 +33,7 @@ import torch
 
 from cacl import __version__
 from cacl.errors import CaclError
-from cacl.files import chmod_like_new_dir
+from cacl.files import chmod_like_new_dir, file_sha256  # noqa: F401 - file_sha256 re-exported
 
 FORMAT = "cacl-index-v1"
 MANIFEST, NAMES, FEATURES, FAISS_FILE = "manifest.json", "names.json", "features.npy", "index.faiss"
@@ -68,14 +67,6 @@ def default_nlist(n: int) -> int:
 def default_nprobe(nlist: int) -> int:
     """Cells scanned per IVF query: one eighth of them, at least 1."""
     return max(1, math.ceil(nlist / 8))
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _as_features(features: torch.Tensor | np.ndarray, what: str = "features") -> np.ndarray:

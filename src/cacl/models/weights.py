@@ -19,7 +19,6 @@ timm file, an open_clip or OpenAI CLIP file and a torchvision ResNet all arrive 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import zipfile
@@ -29,6 +28,7 @@ from pathlib import Path
 import torch
 
 from cacl.errors import CaclError
+from cacl.files import file_sha256  # noqa: F401 - re-exported for the backbones
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +72,6 @@ class LoadReport:
             "unexpected": self.unexpected,
             "ignored": len(self.ignored),
         }
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _is_torchscript(path: Path) -> bool:
