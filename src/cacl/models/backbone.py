@@ -50,7 +50,6 @@ RESNETS = {
     "resnet50": ("resnet50", "ResNet50_Weights"),
     "resnet101": ("resnet101", "ResNet101_Weights"),
 }
-LITE = "efficientnet_lite0"
 
 #: ``model.input_norm`` values: ``auto`` (each backbone's own convention) or ``imagenet``
 INPUT_NORMS = ("auto", "imagenet")

@@ -108,10 +108,6 @@ class TimmTrunk(nn.Module):
         self.input_adapter: nn.Module | None = None  # set by build_backbone
         self.load_report: LoadReport | None = None
 
-    @property
-    def is_vit(self) -> bool:
-        return hasattr(self.model, "patch_embed") and hasattr(self.model, "blocks")
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.input_adapter is not None:
             images = self.input_adapter(images)

@@ -64,15 +64,6 @@ class LoadReport:
             parts.append(f"{len(self.ignored)} head keys ignored")
         return ", ".join(parts)
 
-    def as_dict(self) -> dict:
-        return {
-            "source": self.source,
-            "sha256": self.sha256,
-            "missing": self.missing,
-            "unexpected": self.unexpected,
-            "ignored": len(self.ignored),
-        }
-
 
 def _is_torchscript(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
