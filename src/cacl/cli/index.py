@@ -140,8 +140,8 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    from cacl.data.images import IMAGE_EXTENSIONS, list_images
     from cacl.inference import query_extractor
+    from cacl.inference.gallery import gallery_images
     from cacl.inference.image_bytes import ImageBytesError, decode_image
     from cacl.inference.index import GalleryIndexError
     from cacl.inference.live import LiveIndex, NewImage
@@ -149,13 +149,7 @@ def run_add(args: argparse.Namespace) -> int:
     if args.chunk < 1:
         raise GalleryIndexError(f"--chunk must be at least 1, got {args.chunk}")
     folder = Path(args.images)
-    if not folder.is_dir():
-        raise GalleryIndexError(f"image folder not found: {folder}")
-    paths = list_images(folder, recursive=True)
-    if not paths:
-        raise GalleryIndexError(
-            f"no images under {folder} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
-        )
+    paths = gallery_images(folder)
     added = known = 0
     skipped: list[tuple[Path, str]] = []
     with LiveIndex.open(args.index, writable=True, cam_regex=args.cam_regex) as live:

@@ -37,6 +37,21 @@ def _relative(path: str | os.PathLike, root: Path) -> str:
     return Path(path).relative_to(root).as_posix()
 
 
+def gallery_images(folder: Path, shown: str | os.PathLike | None = None) -> list[Path]:
+    """Every image under ``folder`` (recursively); :class:`GalleryIndexError` when the folder is
+    missing or holds none (``shown``: how the folder is named in the message)."""
+    from cacl.data.images import IMAGE_EXTENSIONS, list_images
+
+    if not folder.is_dir():
+        raise GalleryIndexError(f"image folder not found: {shown or folder}")
+    paths = list_images(folder, recursive=True)
+    if not paths:
+        raise GalleryIndexError(
+            f"no images under {folder} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
+        )
+    return paths
+
+
 def build_folder_index(
     extractor: FeatureExtractor,
     images_dir: str | os.PathLike,
@@ -46,16 +61,8 @@ def build_folder_index(
 ) -> FolderIndex:
     """Index the features of every image under ``images_dir`` (see :meth:`GalleryIndex.build`
     for ``build_kwargs``: ``kind``, ``threshold``, ``nlist``, ``nprobe``, ...)."""
-    from cacl.data.images import IMAGE_EXTENSIONS, list_images
-
     root = Path(images_dir).expanduser().resolve()
-    if not root.is_dir():
-        raise GalleryIndexError(f"image folder not found: {images_dir}")
-    paths = list_images(root, recursive=True)
-    if not paths:
-        raise GalleryIndexError(
-            f"no images under {root} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
-        )
+    paths = gallery_images(root, shown=images_dir)
     start = time.perf_counter()
     extraction = extractor.extract_files(paths, progress=progress)
     extract_s = time.perf_counter() - start
