@@ -46,6 +46,12 @@ def register(subparsers) -> None:
         "--max-upload-mb", type=float, default=8.0, help="largest request body (default 8 MB)"
     )
     parser.add_argument(
+        "--search-threads",
+        type=int,
+        default=0,
+        help="searches answered at once; more wait in order (default 0: one per CPU core)",
+    )
+    parser.add_argument(
         "--no-access-log", action="store_true", help="do not log every request (faster)"
     )
     parser.set_defaults(func=run_serve)
@@ -72,6 +78,8 @@ def run_serve(args: argparse.Namespace) -> int:
     check_bind(args.host, token)
     if not 0 <= args.port <= 65535:
         raise CommandError(f"--port must be between 0 and 65535, got {args.port}")
+    if args.search_threads < 0:
+        raise CommandError(f"--search-threads must be 0 or more, got {args.search_threads}")
     if args.max_upload_mb <= 0:
         raise CommandError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     settings = ServeSettings(
@@ -79,6 +87,7 @@ def run_serve(args: argparse.Namespace) -> int:
         # on loopback without a token, only loopback Host names (no DNS rebinding)
         allowed_hosts=LOOPBACK_HOSTS if is_loopback(args.host) and token is None else None,
         max_upload_bytes=int(args.max_upload_mb * (1 << 20)),
+        search_threads=args.search_threads,
     )
     live = LiveIndex.open(args.index, writable=not args.read_only, cam_regex=args.cam_regex)
     try:

@@ -14,13 +14,14 @@ memory is that of the answer plus O(chunk).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
 import scipy.sparse as sp
+
+from cacl.cores import usable_cores
 
 #: Meetings ``(i, k, j)`` per chunk (about 20 bytes each while a chunk is processed).
 MEETINGS_PER_CHUNK = 1 << 22
@@ -33,11 +34,7 @@ R = TypeVar("R")
 
 def map_chunks(function: Callable[[T], R], chunks: Iterable[T]) -> Iterator[R]:
     """``map(function, chunks)`` on up to :data:`MAX_THREADS` threads, results in order."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    threads = max(1, min(MAX_THREADS, cores))
+    threads = max(1, min(MAX_THREADS, usable_cores()))
     if threads == 1:
         yield from map(function, chunks)
         return

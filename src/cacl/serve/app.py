@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
@@ -41,6 +42,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from cacl.cores import usable_cores
 from cacl.errors import CaclError
 from cacl.inference.cameras import camera_from_name
 from cacl.inference.image_bytes import (
@@ -122,6 +124,11 @@ def create_app(
     thumbs = ThumbnailCache(live.folder, settings.thumb_height, settings.max_pixels)
     queries = QueryStore(live.folder)
     app.state.live, app.state.settings = live, settings
+    # searches run on their own few threads, not anyio's default 40 (see ServeSettings)
+    search_slots = CapacityLimiter(settings.search_threads or usable_cores())
+
+    async def searching(function: Callable[..., Any], *args: Any) -> Any:
+        return await to_thread.run_sync(function, *args, limiter=search_slots)
 
     @app.exception_handler(CaclError)
     async def user_error(request: Request, exc: CaclError) -> JSONResponse:
@@ -215,8 +222,10 @@ def create_app(
         }
 
     @app.get("/api/search")
-    def search(request: Request) -> JSONResponse:
-        values = request.query_params
+    async def search(request: Request) -> JSONResponse:
+        return await searching(find, request.query_params)
+
+    def find(values: Mapping[str, str]) -> JSONResponse:
         params = SearchParams.parse(values, settings.max_top)
         name, query_id = _text(values.get("name")), _text(values.get("query"))
         if (name is None) == (query_id is None):
@@ -250,7 +259,7 @@ def create_app(
             queries.remember(query_id, vector)
         camera = params.query_camera or camera_from_name(upload.filename or "", live.pattern)
         query = {"id": query_id, "camera": camera}
-        return await run_in_threadpool(answer, query, vector, params)
+        return await searching(answer, query, vector, params)
 
     @app.post("/api/images", status_code=201)
     async def add_images(request: Request) -> dict:

@@ -27,3 +27,5 @@ class ServeSettings:
     max_top: int = 500  # results per search
     thumb_height: int = 160  # pixels; thumbnails are never larger than the image
     cookie_max_age: int = 7 * 24 * 3600  # seconds the login cookie lasts
+    # searches answered at once (0: one per usable CPU core); more wait their turn in order
+    search_threads: int = 0
