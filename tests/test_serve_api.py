@@ -326,3 +326,32 @@ def test_exposed_address_needs_a_token(template, capsys):
         check_bind("127.0.0.1", "short")
     assert main(["serve", str(template), "--host", "0.0.0.0", "--port", "0"]) == 1
     assert "refusing to listen on 0.0.0.0 without a token" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_searches_run_at_most_search_threads_at_once(server, monkeypatch, threads):
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    client, live = server(ServeSettings(search_threads=threads))
+    search, state, lock = live.search, {"now": 0, "most": 0}, threading.Lock()
+
+    def slow_search(*args, **kwargs):
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        time.sleep(0.1)
+        with lock:
+            state["now"] -= 1
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(live, "search", slow_search)
+    names = [gallery_name(i) for i in range(6)]
+    with client, ThreadPoolExecutor(6) as pool:
+        answers = list(
+            pool.map(lambda n: client.get("/api/search", params={"name": n, "top": 3}), names)
+        )
+    assert [a.status_code for a in answers] == [200] * 6
+    assert all(len(a.json()["results"]) == 3 for a in answers)
+    assert state["most"] == threads  # never more at once, and as many when asked for
