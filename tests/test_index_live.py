@@ -94,7 +94,7 @@ def test_journal_replays_committed_records_and_drops_a_torn_tail(tmp_path):
     writer = Journal(tmp_path, 4)
     writer.open_writer()
     writer.append(Record(["c"], ["2"], unit_rows(rng, 1, 4)))
-    with pytest.raises(JournalError, match="another process is adding"):
+    with pytest.raises(JournalError, match="another process is writing"):
         Journal(tmp_path, 4).open_writer()
     writer.close()
     assert [r.names for r in Journal(tmp_path, 4).replay()] == [
@@ -271,4 +271,4 @@ def test_cli_index_add(tmp_path, capsys):
 
     with LiveIndex.open(out, writable=True):  # a running server holds the index
         assert main(["index", "add", str(out), str(new), "--device", "cpu"]) == 1
-        assert "another process is adding" in capsys.readouterr().err
+        assert "another process is writing" in capsys.readouterr().err

@@ -10,10 +10,10 @@ Distances are squared Euclidean between the L2-normalised features (``2 - 2 cos`
 
 ``kind="auto"`` takes ``flat`` below ``threshold`` images and :data:`DEFAULT_APPROXIMATE` from
 there on. An index is saved as a folder: ``manifest.json`` (kind, size, parameters, the checkpoint
-and image size needed to embed queries, the gallery root), ``names.json`` (image paths relative
-to the root, in index order) and ``features.npy`` (flat) or ``index.faiss`` (ivf, hnsw). The
-folder is written under a temporary name and renamed into place, so a crash never leaves half
-an index.
+and image size needed to embed queries, the gallery root, the files below), ``names.json`` (image
+paths relative to the root, in index order) and ``features.npy`` (flat) or ``index.faiss`` (ivf,
+hnsw). The folder is written under a temporary name and renamed into place, so a crash never
+leaves half an index.
 """
 
 from __future__ import annotations
@@ -67,6 +67,16 @@ def default_nlist(n: int) -> int:
 def default_nprobe(nlist: int) -> int:
     """Cells scanned per IVF query: one eighth of them, at least 1."""
     return max(1, math.ceil(nlist / 8))
+
+
+def data_files(kind: str, generation: int = 0) -> dict[str, str]:
+    """The names and vector files of an index of ``kind``: ``names.json`` and ``features.npy`` /
+    ``index.faiss``; from generation 1 on (a snapshot rewritten in place, see
+    :mod:`cacl.inference.snapshot`) ``names.g1.json``, ``index.g1.faiss``, ..."""
+    files = {"names": NAMES, "index": FEATURES if kind == "flat" else FAISS_FILE}
+    if generation:
+        files = {key: f"{Path(n).stem}.g{generation}{Path(n).suffix}" for key, n in files.items()}
+    return files
 
 
 def _as_features(features: torch.Tensor | np.ndarray, what: str = "features") -> np.ndarray:
@@ -270,7 +280,7 @@ class GalleryIndex:
 
     # ------------------------------------------------------------------ persistence
 
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self, files: dict[str, str] | None = None) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "kind": self.kind,
@@ -278,11 +288,25 @@ class GalleryIndex:
             "dim": self.dim,
             "distance": "squared_euclidean",
             "params": self.params,
-            "files": {"names": NAMES, "index": FEATURES if self.kind == "flat" else FAISS_FILE},
+            "files": files or data_files(self.kind),
             "cacl_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **self.info,
         }
+
+    def write_data(self, folder: Path, generation: int = 0) -> dict[str, str]:
+        """Write the names and the vectors into ``folder`` as the files of ``generation``
+        (:func:`data_files`), each ``fsync``ed; answer the manifest's ``files``."""
+        files = data_files(self.kind, generation)
+        if self.kind == "flat":
+            np.save(folder / files["index"], self._features)
+        else:
+            _faiss().write_index(self._faiss, str(folder / files["index"]))
+        (folder / files["names"]).write_text(json.dumps(self.names, ensure_ascii=False))
+        for name in files.values():
+            with open(folder / name, "rb") as handle:
+                os.fsync(handle.fileno())
+        return files
 
     def save(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the index folder atomically; an existing index is replaced only with
@@ -300,15 +324,10 @@ class GalleryIndex:
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
         chmod_like_new_dir(tmp)
         try:
-            if self.kind == "flat":
-                np.save(tmp / FEATURES, self._features)
-            else:
-                _faiss().write_index(self._faiss, str(tmp / FAISS_FILE))
-            (tmp / NAMES).write_text(json.dumps(self.names, ensure_ascii=False))
-            (tmp / MANIFEST).write_text(json.dumps(self.manifest(), indent=2) + "\n")
-            for path in tmp.iterdir():
-                with open(path, "rb") as handle:
-                    os.fsync(handle.fileno())
+            files = self.write_data(tmp)
+            (tmp / MANIFEST).write_text(json.dumps(self.manifest(files), indent=2) + "\n")
+            with open(tmp / MANIFEST, "rb") as handle:
+                os.fsync(handle.fileno())
             if folder.exists():
                 old = Path(
                     tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent)
@@ -333,21 +352,28 @@ class GalleryIndex:
             raise GalleryIndexError(f"{folder} is not a cacl index (no {MANIFEST})")
         try:
             manifest = json.loads((folder / MANIFEST).read_text())
-            names = json.loads((folder / NAMES).read_text())
         except (OSError, ValueError) as exc:
             raise GalleryIndexError(f"cannot read index {folder}: {exc}") from exc
         if manifest.get("format") != FORMAT:
             raise GalleryIndexError(f"{folder}: unknown index format {manifest.get('format')!r}")
         kind, dim = manifest["kind"], int(manifest["dim"])
+        files = {**data_files(kind), **(manifest.get("files") or {})}
+        for name in files.values():  # plain names of files in this folder, nothing else
+            if not isinstance(name, str) or Path(name).name != name or name.startswith("."):
+                raise GalleryIndexError(f"{folder}/{MANIFEST} names a file {name!r}")
+        try:
+            names = json.loads((folder / files["names"]).read_text())
+        except (OSError, ValueError) as exc:
+            raise GalleryIndexError(f"cannot read index {folder}: {exc}") from exc
         keys = ("format", "kind", "count", "dim", "distance", "params", "files", "cacl_version")
         info = {k: v for k, v in manifest.items() if k not in keys}
         features = faiss_index = None
         try:
             if kind == "flat":
-                features = np.load(folder / FEATURES)
+                features = np.load(folder / files["index"])
                 size, stored_dim = features.shape
             else:
-                faiss_index = _faiss().read_index(str(folder / FAISS_FILE))
+                faiss_index = _faiss().read_index(str(folder / files["index"]))
                 size, stored_dim = faiss_index.ntotal, faiss_index.d
         except (OSError, ValueError, RuntimeError) as exc:
             raise GalleryIndexError(f"cannot read index {folder}: {exc}") from exc

@@ -151,6 +151,11 @@ class Journal:
             )
         return records
 
+    @property
+    def has_records(self) -> bool:
+        """Whether the file held committed records when last read or written."""
+        return self.end > len(MAGIC)
+
     # ------------------------------------------------------------------ writing
 
     def open_writer(self) -> None:
@@ -166,23 +171,35 @@ class Journal:
             os.close(self._lock_fd)
             self._lock_fd = None
             raise JournalError(
-                f"another process is adding to the index {self.folder} (a running 'cacl "
-                "serve'? add through its API, POST /api/images)"
+                f"another process is writing to the index {self.folder} (a running 'cacl "
+                "serve'? add through its API, POST /api/images, or stop it first)"
             ) from exc
         self.replay()  # under the lock: self.end is the true end of the committed records
         if not self.path.exists() or self.end == 0:
-            tmp = self.folder / f".{JOURNAL}.tmp"
-            with open(tmp, "wb") as handle:
-                handle.write(MAGIC)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-            fsync_dir(self.folder)
-            self.end = len(MAGIC)
+            self._start_empty()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         if os.fstat(self._fd).st_size > self.end:  # a torn tail from a crash: cut it off
             os.ftruncate(self._fd, self.end)
             os.fsync(self._fd)
+
+    def _start_empty(self) -> None:
+        """Replace the file, atomically, by a journal without records."""
+        tmp = self.folder / f".{JOURNAL}.tmp"
+        with open(tmp, "wb") as handle:
+            handle.write(MAGIC)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+        fsync_dir(self.folder)
+        self.end = len(MAGIC)
+
+    def reset(self) -> None:
+        """Forget every record, once a snapshot holds them all (the writer only)."""
+        if self._fd is None:
+            raise JournalError("the journal is not open for writing (open_writer first)")
+        self._start_empty()
+        os.close(self._fd)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
 
     def append(self, record: Record) -> None:
         """Write ``record`` and ``fsync`` it: when this returns, the add is durable."""

@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -42,6 +43,7 @@ from cacl.data.readers.folder import DEFAULT_CAM_REGEX
 from cacl.inference.cameras import camera_from_name, compile_cam_regex, gallery_cameras
 from cacl.inference.index import GalleryIndex, GalleryIndexError
 from cacl.inference.journal import Journal, Record, fsync_dir
+from cacl.inference.snapshot import rewrite_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -162,10 +164,12 @@ class LiveIndex:
         base_size: int,
     ) -> None:
         self.folder, self.index, self.journal = folder, index, journal
-        self.base_size = base_size  # rows of the snapshot; the rest were added
+        self.base_size = base_size  # rows of the snapshot; the rest are in the journal
+        # rows from the gallery root; the rest were added (a compacted snapshot holds some)
+        self.gallery_rows = int(index.info.get("gallery_rows", base_size))
         self._cameras = cameras
         self._rows = {name: row for row, name in enumerate(index.names)}
-        self._by_digest = {_digest(n): n for n in index.names[base_size:]}  # added images
+        self._by_digest = {_digest(n): n for n in index.names[self.gallery_rows :]}
         self.pattern = compile_cam_regex(cam_regex)  # cameras of added file names
         self._rw = _ReadWriteLock()
         self._add_lock = threading.Lock()
@@ -180,6 +184,10 @@ class LiveIndex:
         cam_regex = cam_regex or index.info.get("cam_regex") or DEFAULT_CAM_REGEX
         base_size = len(index)
         cameras = gallery_cameras(index.names, cam_regex)
+        added_cameras = index.info.get("added_cameras")  # of a compacted snapshot's adds
+        if added_cameras is not None:
+            gallery_rows = base_size - len(added_cameras)
+            cameras = cameras[:gallery_rows] + list(added_cameras)
         journal = Journal(folder, index.dim)
         if writable:
             journal.open_writer()
@@ -196,8 +204,15 @@ class LiveIndex:
             cameras += [record.cameras[i] for i in keep]
             rows.append(record.features[keep])
         if names:
+            start = time.perf_counter()
             index.add(np.concatenate(rows), names)
-            log.info("%s: %d images added since the snapshot", folder, len(names))
+            log.info(
+                "%s: %d images added since the snapshot, replayed in %.1f s ('cacl index "
+                "compact' folds them into it)",
+                folder,
+                len(names),
+                time.perf_counter() - start,
+            )
         return cls(folder, index, cameras, journal, cam_regex, base_size)
 
     def close(self) -> None:
@@ -231,7 +246,8 @@ class LiveIndex:
             "kind": self.index.kind,
             "dim": self.index.dim,
             "snapshot_size": self.base_size,
-            "added": size - self.base_size,
+            "added": size - self.gallery_rows,
+            "journal_rows": size - self.base_size,
             "checkpoint_sha256": self.index.info.get("checkpoint_sha256"),
             "height": self.index.info.get("height"),
             "width": self.index.info.get("width"),
@@ -265,7 +281,7 @@ class LiveIndex:
             row = self._rows.get(name)
         if row is None:
             return None
-        if row >= self.base_size:
+        if row >= self.gallery_rows:
             base = self.folder
         else:
             root = self.index.info.get("root")
@@ -314,6 +330,26 @@ class LiveIndex:
                 if len(hits) >= top or k >= size:
                     return hits[:top]
                 k = min(size, 4 * k)
+
+    # ------------------------------------------------------------------ compaction
+
+    def compact(self) -> int:
+        """Fold the journal into the snapshot (:func:`~cacl.inference.snapshot.rewrite_snapshot`)
+        and empty it: the folder then opens without replaying adds. Searches go on meanwhile;
+        adds wait. Answers how many rows moved from the journal into the snapshot."""
+        if self.journal is None:
+            raise GalleryIndexError(f"the index {self.folder} is open read-only")
+        with self._add_lock:
+            moved = len(self.index) - self.base_size
+            if moved:
+                with self._rw.read():
+                    self.index.info["gallery_rows"] = self.gallery_rows
+                    self.index.info["added_cameras"] = self._cameras[self.gallery_rows :]
+                    rewrite_snapshot(self.index, self.folder)
+            if moved or self.journal.has_records:  # (records a crash left after a commit)
+                self.journal.reset()
+            self.base_size = len(self.index)
+        return moved
 
     # ------------------------------------------------------------------ add
 
