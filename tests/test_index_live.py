@@ -272,3 +272,36 @@ def test_cli_index_add(tmp_path, capsys):
     with LiveIndex.open(out, writable=True):  # a running server holds the index
         assert main(["index", "add", str(out), str(new), "--device", "cpu"]) == 1
         assert "another process is writing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_reserve_makes_room_so_later_adds_copy_nothing(kind):
+    rng = np.random.default_rng(6)
+    x, q = unit_rows(rng, 300, 16), unit_rows(rng, 10, 16)
+
+    def where(index: GalleryIndex) -> list[int]:  # the addresses of what an add would grow
+        if kind == "flat":
+            return [index._buffer.ctypes.data]
+        storage = faiss.downcast_index(index._faiss.storage)
+        return [int(storage.codes.data()), int(index._faiss.hnsw.neighbors.data())]
+
+    plain = GalleryIndex.build(x[:200], names(200), kind=kind)
+    roomy = GalleryIndex.build(x[:200], names(200), kind=kind)
+    before = roomy.search(q, 8)
+    assert roomy.reserve(100)
+    for a, b in zip(roomy.search(q, 8), before):  # the same index, only with room
+        np.testing.assert_array_equal(a, b)
+    moved_plain, room = where(plain), where(roomy)
+    for start in range(200, 300, 20):
+        for index in (plain, roomy):
+            index.add(x[start : start + 20], names(20, start))
+    assert where(roomy) == room  # nothing was copied to grow
+    assert where(plain) != moved_plain  # (without the room, it was)
+    assert len(roomy) == 300 and roomy.names == names(300)
+    np.testing.assert_array_equal(roomy.vector(250), x[250])
+    if kind == "flat":
+        for a, b in zip(roomy.search(q, 8), plain.search(q, 8)):
+            np.testing.assert_array_equal(a, b)
+    else:
+        _, found = roomy.search(x[200:300], 1)
+        assert (found[:, 0] == np.arange(200, 300)).mean() >= 0.95

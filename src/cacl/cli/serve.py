@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,15 @@ def register(subparsers) -> None:
         help="searches answered at once; more wait in order (default 0: one per CPU core)",
     )
     parser.add_argument(
+        "--headroom",
+        type=int,
+        default=None,
+        metavar="ROWS",
+        help="make room for this many added images at start-up, so that adds do not stall "
+        "searches to grow the index (default: as many as it holds, the memory the first add "
+        "would take anyway; 0: none)",
+    )
+    parser.add_argument(
         "--no-access-log", action="store_true", help="do not log every request (faster)"
     )
     parser.set_defaults(func=run_serve)
@@ -89,8 +99,15 @@ def run_serve(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * (1 << 20)),
         search_threads=args.search_threads,
     )
+    if args.headroom is not None and args.headroom < 0:
+        raise CommandError(f"--headroom must be 0 or more, got {args.headroom}")
     live = LiveIndex.open(args.index, writable=not args.read_only, cam_regex=args.cam_regex)
     try:
+        if live.writable and args.headroom != 0:
+            start = time.perf_counter()
+            if live.reserve(args.headroom):
+                rows = len(live) if args.headroom is None else args.headroom
+                print(f"room for {rows} added images made in {time.perf_counter() - start:.1f} s")
         extractor = query_extractor(live.index, args.checkpoint, args.device)
         app = create_app(live, Embedder(extractor), settings)
         host = f"[{args.host}]" if ":" in args.host else args.host

@@ -237,6 +237,25 @@ class GalleryIndex:
             self._faiss.make_direct_map()
             return self._faiss.reconstruct(int(row))
 
+    def reserve(self, rows: int) -> bool:
+        """Make room for ``rows`` more images now, so that the adds up to them copy nothing
+        (flat, hnsw; :mod:`cacl.inference.headroom`); answers whether room was made."""
+        if rows < 1:
+            return False
+        if self.kind == "flat":
+            n = len(self)
+            if self._buffer is not None and len(self._buffer) >= n + rows:
+                return True
+            grown = np.empty((n + rows, self.dim), dtype=np.float32)
+            grown[:n] = self._features
+            self._buffer, self._features = grown, grown[:n]
+            return True
+        if self.kind == "hnsw":
+            from cacl.inference.headroom import reserve_hnsw
+
+            return reserve_hnsw(self._faiss, rows)
+        return False
+
     def add(self, features: torch.Tensor | np.ndarray, names: Sequence[str]) -> None:
         """Append ``features`` (M, D) with their ``names`` in place, without rebuilding.
 

@@ -331,6 +331,12 @@ class LiveIndex:
                     return hits[:top]
                 k = min(size, 4 * k)
 
+    def reserve(self, rows: int | None = None) -> bool:
+        """Room for ``rows`` more images (default: as many as there are) now, so that the adds
+        up to them never stall the searches to copy the index (:meth:`GalleryIndex.reserve`)."""
+        with self._rw.write():
+            return self.index.reserve(len(self.index) if rows is None else rows)
+
     # ------------------------------------------------------------------ compaction
 
     def compact(self) -> int:
