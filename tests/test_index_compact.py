@@ -11,7 +11,7 @@ from cacl.cli import main
 from cacl.inference import GalleryIndex, GalleryIndexError
 from cacl.inference import snapshot as snapshot_module
 from cacl.inference.journal import JOURNAL, MAGIC, Journal
-from cacl.inference.live import LiveIndex
+from cacl.inference.live import LiveIndex, NewImage
 from test_index_live import jpeg, names, new_images, unit_rows
 
 pytest.importorskip("faiss")
@@ -27,8 +27,10 @@ def build(tmp_path, kind: str):
         (root / name).write_bytes(jpeg(0))
     folder = tmp_path / "idx"
     GalleryIndex.build(x, names(60), kind=kind, info={"root": str(root)}).save(folder)
+    images = new_images(list(range(5)), "7")
+    images.append(NewImage(jpeg(5), "no camera here.jpg", ".jpg", "7"))  # not of cam_regex
     with LiveIndex.open(folder, writable=True) as live:
-        added = [a.name for a in live.add_images(new_images(list(range(6)), "7"), extra)]
+        added = [a.name for a in live.add_images(images, extra)]
     return folder, np.concatenate([x, extra]), added
 
 
@@ -59,14 +61,15 @@ def test_compact_keeps_every_image_and_empties_the_journal(tmp_path, kind):
         assert reopened.base_size == 66 and len(reopened) == 66
         assert answers(reopened, probes) == expected
         assert {**reopened.stats(), "snapshot_size": 60} == {**stats, "journal_rows": 0}
-        assert reopened.camera_of(added[2]) == "7" and reopened.camera_of(names(60)[4]) == "2"
+        assert reopened.camera_of(added[5]) == "7" and reopened.camera_of(names(60)[4]) == "2"
+        assert reopened.stats()["cameras"] == {"1": 20, "2": 20, "3": 20, "7": 6}
         assert reopened.file_of(added[0]).read_bytes() == new_images([0])[0].data
         assert reopened.file_of(names(1)[0]) == tmp_path / "gallery" / names(1)[0]
 
     # it grows on from the compacted snapshot, and an image added before stays one row
     rng = np.random.default_rng(12)
     with LiveIndex.open(folder, writable=True) as live:
-        again = live.add_images(new_images([3, 40]), unit_rows(rng, 2, 8))
+        again = live.add_images(new_images([3, 40], "7"), unit_rows(rng, 2, 8))
         assert [a.new for a in again] == [False, True] and again[0].name == added[3]
         assert live.compact() == 1
     with LiveIndex.open(folder) as reopened:
@@ -133,3 +136,8 @@ def test_a_manifest_names_only_files_of_its_folder(tmp_path):
         (folder / "manifest.json").write_text(json.dumps(manifest))
         with pytest.raises(GalleryIndexError, match="names a file"):
             GalleryIndex.load(folder)
+    manifest["files"]["names"] = "names.json"
+    manifest.update(gallery_rows=58, added_cameras=["1"])  # 59 rows of 60 accounted for
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(GalleryIndexError, match="do not fit its 60 images"):
+        LiveIndex.open(folder)

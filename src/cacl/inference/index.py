@@ -385,6 +385,7 @@ class GalleryIndex:
         except (OSError, ValueError) as exc:
             raise GalleryIndexError(f"cannot read index {folder}: {exc}") from exc
         keys = ("format", "kind", "count", "dim", "distance", "params", "files", "cacl_version")
+        keys += ("generation",)  # of the files, not of what the index is about
         info = {k: v for k, v in manifest.items() if k not in keys}
         features = faiss_index = None
         try:

@@ -183,11 +183,15 @@ class LiveIndex:
         index = GalleryIndex.load(folder)
         cam_regex = cam_regex or index.info.get("cam_regex") or DEFAULT_CAM_REGEX
         base_size = len(index)
-        cameras = gallery_cameras(index.names, cam_regex)
-        added_cameras = index.info.get("added_cameras")  # of a compacted snapshot's adds
-        if added_cameras is not None:
-            gallery_rows = base_size - len(added_cameras)
-            cameras = cameras[:gallery_rows] + list(added_cameras)
+        # a compacted snapshot ends with added images, whose cameras its manifest keeps
+        gallery_rows = int(index.info.get("gallery_rows", base_size))
+        added_cameras = list(index.info.get("added_cameras", []))
+        if not 0 <= gallery_rows <= base_size or len(added_cameras) != base_size - gallery_rows:
+            raise GalleryIndexError(
+                f"{folder}: the manifest's gallery_rows ({gallery_rows}) and added_cameras "
+                f"({len(added_cameras)}) do not fit its {base_size} images"
+            )
+        cameras = gallery_cameras(index.names[:gallery_rows], cam_regex) + added_cameras
         journal = Journal(folder, index.dim)
         if writable:
             journal.open_writer()
