@@ -33,6 +33,7 @@ import json
 import os
 import random
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -147,9 +148,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(folder: Path, port: int, log_path: Path) -> tuple[subprocess.Popen, float]:
+def start_server(
+    folder: Path, port: int, log_path: Path, options: list[str]
+) -> tuple[subprocess.Popen, float]:
     command = [sys.executable, "-m", "cacl", "serve", str(folder), "--port", str(port)]
-    command += ["--device", "cpu", "--no-access-log"]
+    command += ["--device", "cpu", "--no-access-log", *options]
     start = time.perf_counter()
     log = open(log_path, "wb")  # noqa: SIM115 - the server's output, closed with the process
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -408,6 +411,11 @@ def main() -> None:
         help="where the index and checkpoint are kept between runs",
     )
     parser.add_argument("--build-only", action="store_true", help="build the index and stop")
+    parser.add_argument(
+        "--serve-options",
+        default="",
+        help="more options for 'cacl serve', e.g. \"--headroom 0 --search-threads 4\"",
+    )
     parser.add_argument("--out", default=str(RESULTS), help="JSON lines file to append to")
     parser.add_argument("--no-record", action="store_true", help="do not append a JSON line")
     args = parser.parse_args()
@@ -421,7 +429,8 @@ def main() -> None:
     if args.build_only:
         return
     port = free_port()
-    process, startup = start_server(folder, port, folder.parent / "serve.log")
+    options = shlex.split(args.serve_options)
+    process, startup = start_server(folder, port, folder.parent / "serve.log", options)
     print(f"server: pid {process.pid}, port {port}, ready in {startup:.1f} s")
     phases: dict[str, dict] = {}
     try:
@@ -456,6 +465,7 @@ def main() -> None:
         "duration_s": args.duration,
         "build_s": facts["build_s"],
         "startup_s": startup,
+        "serve_options": options,
         "phases": phases,
         "peak_rss_mb": max((p["memory"]["peak_rss_mb"] for p in phases.values()), default=None),
         "goals": met,
