@@ -341,7 +341,7 @@ def test_searches_run_at_most_search_threads_at_once(server, monkeypatch, thread
         with lock:
             state["now"] += 1
             state["most"] = max(state["most"], state["now"])
-        time.sleep(0.1)
+        time.sleep(0.25)  # long enough for the requests to meet on a slow machine
         with lock:
             state["now"] -= 1
         return search(*args, **kwargs)
