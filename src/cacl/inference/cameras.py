@@ -13,22 +13,7 @@ import re
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 
-from cacl.data.readers.folder import DEFAULT_CAM_REGEX
-from cacl.errors import CaclError
-
-
-class CameraRuleError(CaclError, ValueError):
-    """A ``cam_regex`` that cannot give camera ids."""
-
-
-def compile_cam_regex(cam_regex: str = DEFAULT_CAM_REGEX) -> re.Pattern[str]:
-    try:
-        pattern = re.compile(cam_regex)
-    except re.error as exc:
-        raise CameraRuleError(f"invalid cam_regex {cam_regex!r}: {exc}") from exc
-    if pattern.groups < 1:
-        raise CameraRuleError(f"cam_regex {cam_regex!r} needs a group capturing the camera")
-    return pattern
+from cacl.data.readers.folder import DEFAULT_CAM_REGEX, compile_cam_regex
 
 
 def camera_from_name(name: str, pattern: re.Pattern[str]) -> str | None:

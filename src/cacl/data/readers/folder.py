@@ -38,6 +38,19 @@ def _renumber(raw: list[str]) -> list[int]:
     return [index[value] for value in raw]
 
 
+def compile_cam_regex(cam_regex: str = DEFAULT_CAM_REGEX, what: str = "") -> re.Pattern:
+    """``cam_regex`` compiled; a :class:`DatasetError` (its message starting with ``what:``
+    when given) when it is not a regular expression or has no group to capture the camera."""
+    where = f"{what}: " if what else ""
+    try:
+        pattern = re.compile(cam_regex)
+    except re.error as exc:
+        raise DatasetError(f"{where}invalid cam_regex {cam_regex!r}: {exc}") from exc
+    if pattern.groups < 1:
+        raise DatasetError(f"{where}cam_regex {cam_regex!r} needs a group capturing the camera")
+    return pattern
+
+
 def read_folder(
     root: str | os.PathLike, *, camera: str = "auto", cam_regex: str = DEFAULT_CAM_REGEX
 ) -> ReidDataset:
@@ -50,12 +63,7 @@ def read_folder(
     paths = list_images(root, recursive=True)
     if not paths:
         raise DatasetError(f"folder: no image files under {root}")
-    try:
-        pattern = re.compile(cam_regex)
-    except re.error as exc:
-        raise DatasetError(f"folder: invalid cam_regex {cam_regex!r}: {exc}") from exc
-    if pattern.groups < 1:
-        raise DatasetError(f"folder: cam_regex {cam_regex!r} needs a group capturing the camera")
+    pattern = compile_cam_regex(cam_regex, "folder")
 
     subfolders = [
         p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None for p in paths
