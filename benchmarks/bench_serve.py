@@ -269,7 +269,6 @@ class Client:
 def run_phase(
     port: int,
     names: list[str],
-    crops: list[bytes],
     kind: str,
     clients: int,
     duration: float,
@@ -435,14 +434,11 @@ def main() -> None:
     phases: dict[str, dict] = {}
     try:
         names = index_names(args.size)
-        crops = [crop_jpeg(seed) for seed in range(64)]
         for n, phase in enumerate(phases_asked):
             kind = "name" if phase.startswith("name") else "upload"
             clients = args.clients if kind == "name" else args.upload_clients
             adds = args.adds if phase.endswith("+adds") else 0
-            result = run_phase(
-                port, names, crops, kind, clients, args.duration, adds, 1_000_000 * (n + 1)
-            )
+            result = run_phase(port, names, kind, clients, args.duration, adds, 1_000_000 * (n + 1))
             result["memory"] = server_memory_mb(process.pid)
             phases[phase] = result
             print_phase(phase, result)

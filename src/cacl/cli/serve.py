@@ -10,7 +10,7 @@ import time
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "CACL_SERVE_TOKEN"
-# rows of room made at start-up by default: 512 MB at 1280 dimensions, a day of crops for most
+# the most rows of room made at start-up by default (512 MB of vectors at 1280 dimensions)
 HEADROOM = 100_000
 
 
