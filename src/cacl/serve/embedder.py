@@ -36,7 +36,6 @@ class Embedder:
         self._pass = threading.Lock()  # one forward pass at a time
         self._queue_lock = threading.Lock()
         self._waiting: list[_Job] = []
-        self.passes = 0  # forward passes run (batches), for tests and logs
 
     def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
         job = _Job(list(images))
@@ -64,7 +63,8 @@ class Embedder:
 
     def _run(self, jobs: list[_Job]) -> None:
         try:
-            features = self._embed([image for job in jobs for image in job.images])
+            images = [image for job in jobs for image in job.images]
+            features = self.extractor(images, progress=False).numpy()
         except BaseException as exc:  # noqa: BLE001 - each job gets its own answer below
             if len(jobs) == 1:
                 jobs[0].error, jobs[0].done = exc, True
@@ -76,7 +76,3 @@ class Embedder:
         for job in jobs:
             job.features = features[start : start + len(job.images)]
             job.done, start = True, start + len(job.images)
-
-    def _embed(self, images: list[Image.Image]) -> np.ndarray:
-        self.passes += 1
-        return self.extractor(images, progress=False).numpy()
