@@ -111,7 +111,12 @@ def test_folder_cam_regex_reaches_the_reader(tmp_path):
         Image.new("RGB", (8, 16), (i * 40, 0, 0)).save(tmp_path / f"img{i}_view{cam}.jpg")
     cfg = load_config(
         "smoke",
-        ["data.name=folder", f"data.root={tmp_path}", "data.camera=regex", r"data.cam_regex=view(\d+)"],
+        [
+            "data.name=folder",
+            f"data.root={tmp_path}",
+            "data.camera=regex",
+            r"data.cam_regex=view(\d+)",
+        ],
     )
     data = resolve_dataset(cfg.data)
     assert sorted({s.camid for s in data.train}) == [0, 1]
@@ -185,7 +190,9 @@ def test_every_eval_option_has_help():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
     for command in ("eval",):
-        options = [a for a in sub.choices[command]._actions if a.option_strings and a.dest != "help"]
+        options = [
+            a for a in sub.choices[command]._actions if a.option_strings and a.dest != "help"
+        ]
         assert options and all(a.help for a in options), [a.dest for a in options if not a.help]
 
 

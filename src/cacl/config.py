@@ -173,6 +173,12 @@ class TrainConfig:
     amp: bool = False  # mixed precision (autocast) for the forward pass
     amp_dtype: str = "auto"  # auto (bfloat16 where supported, else float16) | bfloat16 | float16
     channels_last: bool = True  # NHWC layout for the convolutions (same results, faster on CPU)
+    # Seconds the whole command may take (0: no limit). The trainer times the first steps and
+    # shrinks epochs x iters to fit where the configured schedule would not (cacl.engine.budget).
+    budget: float = 0.0
+    # What the budget chose and why, written by the run that planned (None: not planned yet). A
+    # run with a plan keeps its schedule: a resumed run does not plan again.
+    budget_plan: str | None = None
 
 
 @dataclass
@@ -408,11 +414,17 @@ def validate(cfg: Config) -> None:
         )
     if t.epochs < 1 or t.iters < 1 or t.eval_every < 1:
         raise ConfigError("train.epochs, train.iters and train.eval_every must be at least 1")
+    if not t.budget >= 0:  # NaN too
+        raise ConfigError(f"train.budget must be >= 0 seconds (0: no limit), got {t.budget}")
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
+    """Write ``cfg`` as YAML, atomically (a crash leaves the old file or the new one)."""
+    path = Path(path)
+    part = path.with_name(path.name + ".part")
+    with open(part, "w", encoding="utf-8") as handle:
         yaml.safe_dump(cfg.to_dict(), handle, sort_keys=False)
+    os.replace(part, path)
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:

@@ -81,9 +81,7 @@ def resolve_device(name: str, option: str = "train.device") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise CaclError(
-            f"{option}={name!r} is not a device (auto, cpu, cuda, cuda:N)"
-        ) from None
+        raise CaclError(f"{option}={name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             use = f"{option} cpu" if option.startswith("--") else f"{option}=cpu"

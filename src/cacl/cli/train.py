@@ -37,21 +37,25 @@ def run(args: argparse.Namespace) -> int:
     from cacl.checkpoints.run_dir import check_new_output, new_run_dir
     from cacl.cli import CommandError
     from cacl.config import load_config
+    from cacl.engine import budget
     from cacl.engine.trainer import Trainer
 
+    # train.budget counts the whole command, the imports of Python and torch included
+    started = budget.clock() - budget.process_age()
     if args.resume:
         if args.config or args.output:
             raise CommandError("--resume continues a run with its own config and folder")
-        trainer = Trainer.resume(args.resume, args.overrides, progress=not args.no_progress)
+        trainer = Trainer.resume(
+            args.resume, args.overrides, progress=not args.no_progress, started=started
+        )
     else:
         if args.output:
             check_new_output(args.output)
         config = args.config or "synthetic"
         cfg = load_config(config, args.overrides)
         name = str(config).rsplit("/", 1)[-1].removesuffix(".yaml")
-        trainer = Trainer(
-            cfg, args.output or new_run_dir("runs", name), progress=not args.no_progress
-        )
+        output = args.output or new_run_dir("runs", name)
+        trainer = Trainer(cfg, output, progress=not args.no_progress, started=started)
     try:
         results = trainer.fit()
     except KeyboardInterrupt:

@@ -109,4 +109,3 @@ class TwoViewDataset(Dataset):
         if self.gray_transform is not None:
             item["gray"] = self.gray_transform(image)
         return item
-

@@ -166,9 +166,12 @@ def results_record(
     device: torch.device,
     world_size: int,
     history: list[dict[str, Any]],
+    stages: dict[str, float] | None = None,
+    plan: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``results.json``: the best epoch's scores, the score before training, the run's facts
-    and the per-epoch history."""
+    (the seconds of the stages before training, what ``train.budget`` chose) and the per-epoch
+    history."""
     best = best if best["epoch"] > 0 else {}
     return {
         "initial_mAP": initial["mAP"] if initial else None,
@@ -186,5 +189,7 @@ def results_record(
         "batch_size": cfg.train.batch_size,
         "batch_size_per_process": cfg.train.batch_size // world_size,
         "dataset": {"name": dataset.name, "root": str(dataset.root)},
+        "stages": stages or {},
+        "budget": plan,
         "history": history,
     }

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cacl.config import Config
+from cacl.cores import loader_workers
 from cacl.data.image_dataset import TwoViewDataset
 from cacl.data.sampler import CameraAwareIdentitySampler, SeededViews
 from cacl.data.transforms import colour_view, gray_view
@@ -61,7 +62,7 @@ def train_loader(
         SeededViews(dataset, t.seed, epoch) if seeded else dataset,
         batch_size=sampler.local_batch_size,
         sampler=sampler,
-        num_workers=d.workers,
+        num_workers=loader_workers(d.workers, device),
         pin_memory=device.type == "cuda",
         drop_last=True,
         generator=torch.Generator().manual_seed(loader_seed),

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from cacl import distributed
+from cacl.engine import budget
 from cacl.checkpoints import run_dir as rd
 from cacl.checkpoints.io import (
     BEST,
@@ -34,6 +35,7 @@ from cacl.checkpoints.io import (
 )
 from cacl.clustering.stats import describe_clusters
 from cacl.config import Config, save_config
+from cacl.cores import share_cpu
 from cacl.engine.amp import Precision
 from cacl.engine.ddp import broadcast_buffers, describe_batch, prepare_model
 from cacl.engine.parts import (
@@ -66,12 +68,24 @@ KEEP_DISTANCES = 60_000_000
 class Trainer:
     """Train CACL as configured by ``cfg`` into the folder ``output``."""
 
-    def __init__(self, cfg: Config, output: str | Path, *, progress: bool = True) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        output: str | Path,
+        *,
+        progress: bool = True,
+        started: float | None = None,
+    ) -> None:
+        """``started``: when the command began on :func:`budget.clock` (default: now), the
+        start of ``train.budget``."""
         t = cfg.train
+        self.started = budget.clock() if started is None else started
         self.device = distributed.init_from_env(t.device)  # starts DDP under torchrun
         self.rank, self.world_size = distributed.get_rank(), distributed.get_world_size()
         self.is_main = self.rank == 0
         self.batch_text = describe_batch(t.batch_size, t.num_instances, self.world_size)
+        # on a CPU the loader's processes and torch's threads share the usable cores
+        self.cpu_text = share_cpu(cfg.data.workers) if self.device.type == "cpu" else ""
         self.cfg, self.progress = cfg, progress and self.is_main
         self.output = Path(distributed.broadcast_object(str(output)))  # rank 0's folder
         self._log_handler: logging.Handler | None = None
@@ -111,6 +125,9 @@ class Trainer:
         self.last_distances: np.ndarray | None = None
         self.best_distances: np.ndarray | None = None
         self.elapsed = 0.0
+        # seconds of the stages before training; what train.budget chose (with its reasons)
+        self.stages: dict[str, float] = {}
+        self.plan: dict[str, Any] | None = None
         self.scalars = rd.Scalars(self.output, enabled=self.is_main)
 
     # ------------------------------------------------------------------ state
@@ -131,6 +148,8 @@ class Trainer:
             "best": self.best,
             "initial": self.initial,
             "elapsed": self.elapsed,
+            "stages": self.stages,
+            "plan": self.plan,
             "rng": rng_state(),
             "scaler": self.precision.state_dict(),
             "world_size": self.world_size,
@@ -151,6 +170,7 @@ class Trainer:
         self.epoch, self.history = int(state["epoch"]), list(state["history"])
         self.best, self.initial = dict(state["best"]), state.get("initial")
         self.elapsed = float(state.get("elapsed", 0.0))
+        self.stages, self.plan = dict(state.get("stages") or {}), state.get("plan")
         self.precision.load_state_dict(state.get("scaler"))
         set_rng_state(rank_rng_state(state, self.rank, self.world_size))
 
@@ -192,13 +212,17 @@ class Trainer:
 
     def init_memory(self) -> None:
         """Fill both banks with the features of every training image (eval mode, test transform)."""
-        t0 = time.time()
+        t0 = budget.clock()
         self.memory = self._bank(1)
+        self.stages["extract_seconds"] = round(budget.clock() - t0, 2)  # one branch's extraction
         if self.model.branch2 is not None:
             self.memory_tilde = self._bank(2)
         self._give_cameras()
+        self.stages["memory_seconds"] = round(budget.clock() - t0, 2)
         log.info(
-            "memory banks (%s rows) initialised in %.1f s", self.cfg.memory.dtype, time.time() - t0
+            "memory banks (%s rows) initialised in %.1f s",
+            self.cfg.memory.dtype,
+            self.stages["memory_seconds"],
         )
 
     def _give_cameras(self) -> None:
@@ -282,7 +306,10 @@ class Trainer:
             leave=False,
             disable=not self.progress,
         )
-        for step, batch in enumerate(bar):
+        probe = budget.Probe(t.iters) if self._plans() else None
+        steps = 0
+        for steps, batch in enumerate(bar, 1):
+            step = steps - 1
             targets = classes[batch["index"].to(self.device)]
             try:
                 losses = train_step(
@@ -303,9 +330,34 @@ class Trainer:
                 sums[key] = sums.get(key, 0.0) + value
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{losses.total:.3f}")
+            if probe is not None and probe.tick():
+                self._make_plan(probe)  # may shorten this epoch (t.iters) and the run
+                bar.total, probe = t.iters, None
+            if steps >= t.iters:
+                break
         self.scheduler.step()
         broadcast_buffers(self.model)  # every rank evaluates and extracts with rank 0's BN stats
-        return {k: v / t.iters for k, v in sums.items()}
+        return {k: v / steps for k, v in sums.items()}
+
+    # ------------------------------------------------------------------ time budget
+
+    def _plans(self) -> bool:
+        """Whether this run still has to size its schedule to ``train.budget``."""
+        t = self.cfg.train
+        return t.budget > 0 and t.budget_plan is None and self.epoch == 0
+
+    def _make_plan(self, probe: budget.Probe) -> None:
+        """Size epochs x iters to the budget from ``probe``'s steps (on rank 0, for all ranks);
+        record the plan in the run's config, its log and its history."""
+        t, elapsed = self.cfg.train, budget.clock() - self.started
+        plan = distributed.on_main(
+            lambda: budget.plan_run(probe, self.cfg, self.stages, elapsed=elapsed)
+        )
+        t.epochs, t.iters, t.budget_plan = plan.epochs, plan.iters, plan.describe()
+        self.plan = plan.as_dict()
+        if self.is_main:
+            save_config(self.cfg, self.output / rd.CONFIG_FILE)
+        (log.warning if plan.shrunk else log.info)("time budget: %s", plan.describe())
 
     def fit(self) -> dict[str, Any]:
         """Run the remaining epochs; return (and write) ``results.json``."""
@@ -313,16 +365,21 @@ class Trainer:
         amp = self.precision.describe()
         log.info(
             describe_run(self.cfg, self.dataset, self.device, self.world_size, self.batch_text, amp)
+            + (f"; {self.cpu_text}" if self.cpu_text else "")
         )
         start = time.time() - self.elapsed
-        if self.memory is None:
-            # Memory first: with model.calibrate_neck the initial score is the calibrated
-            # network's, so the reported gain is the training's alone.
-            self.init_memory()
-            if self.dataset.has_test_split and self.initial is None:
-                self.initial = self.evaluate()
-                log.info("before training: mAP %(mAP).4f rank-1 %(rank1).4f", self.initial)
         try:
+            if self.memory is None:
+                # Memory first: with model.calibrate_neck the initial score is the calibrated
+                # network's, so the reported gain is the training's alone.
+                self.init_memory()
+                if self.dataset.has_test_split and self.initial is None:
+                    t0 = budget.clock()
+                    self.initial = self.evaluate()
+                    self.stages["initial_eval_seconds"] = round(budget.clock() - t0, 2)
+                    log.info("before training: mAP %(mAP).4f rank-1 %(rank1).4f", self.initial)
+            if self._plans():
+                budget.check_start(t.budget, budget.clock() - self.started)
             while self.epoch < t.epochs:
                 self.history.append(self._run_epoch())
                 self.epoch += 1
@@ -349,11 +406,15 @@ class Trainer:
         t, number = self.cfg.train, self.epoch + 1
         if t.deterministic:
             seed_everything(epoch_seed(t.seed, self.epoch, self.rank))
+        t0 = budget.clock()
         record: dict[str, Any] = {"epoch": number, "cluster": self.relabel()}
+        record["relabel_seconds"] = self.stages["relabel_seconds"] = round(budget.clock() - t0, 2)
         log.info("epoch %d: %s", number, describe_clusters(record["cluster"]))
-        t0 = time.time()
+        t0 = budget.clock()
         record["loss"] = self.train_epoch()
-        record["train_seconds"] = round(time.time() - t0, 1)
+        record["train_seconds"] = round(budget.clock() - t0, 1)
+        if self.plan is not None and number == 1:
+            record["budget"] = self.plan
         record["lr"] = self.optimizer.param_groups[0]["lr"]
         losses = " ".join(f"{k} {v:.4f}" for k, v in record["loss"].items())
         log.info("epoch %d: %s (%.0f s)", number, losses, record["train_seconds"])
@@ -361,7 +422,9 @@ class Trainer:
             self.best = {"epoch": number, "mAP": float("nan")}  # nothing to compare: keep the last
             self._save_best()
         elif number % t.eval_every == 0 or number == t.epochs:
+            t0 = budget.clock()
             metrics = record["eval"] = self.evaluate()
+            record["eval_seconds"] = round(budget.clock() - t0, 2)
             log.info(
                 "epoch %d: mAP %.4f rank-1 %.4f rank-5 %.4f rank-10 %.4f",
                 number,
@@ -390,6 +453,8 @@ class Trainer:
             device=self.device,
             world_size=self.world_size,
             history=self.history,
+            stages=self.stages,
+            plan=self.plan,
         )
         if self.is_main:
             rd.write_json_atomic(results, self.output / rd.RESULTS_FILE)

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from cacl import distributed
+from cacl.cores import loader_workers
 from cacl.data.image_dataset import ImageDataset
 from cacl.data.types import Sample
 
@@ -51,7 +52,7 @@ def extract_batches(
         dataset,
         batch_size=batch_size,
         shuffle=False,
-        num_workers=workers if len(dataset) > batch_size else 0,
+        num_workers=loader_workers(workers, device) if len(dataset) > batch_size else 0,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
