@@ -24,7 +24,6 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from cacl import distributed
-from cacl.engine import budget
 from cacl.checkpoints import run_dir as rd
 from cacl.checkpoints.io import (
     BEST,
@@ -36,6 +35,7 @@ from cacl.checkpoints.io import (
 from cacl.clustering.stats import describe_clusters
 from cacl.config import Config, save_config
 from cacl.cores import share_cpu
+from cacl.engine import budget
 from cacl.engine.amp import Precision
 from cacl.engine.ddp import broadcast_buffers, describe_batch, prepare_model
 from cacl.engine.parts import (
