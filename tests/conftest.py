@@ -30,3 +30,12 @@ def cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CACL_CACHE", str(path))
         yield path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_server_outlives_the_suite():
+    """Stop every ``cacl serve`` a test started, even one a skipped or failed test left."""
+    yield
+    from serve_fixtures import stop_all
+
+    stop_all()

@@ -53,6 +53,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+#: Every server process started here, stopped at the end of the session whatever happened
+#: (tests/conftest.py), so none outlives the suite.
+STARTED: list = []
+
+
+def stop_all() -> None:
+    while STARTED:
+        stop_server(STARTED.pop())
+
+
 def start_server(index: Path, *args: str, timeout: float = 120.0):
     """A real ``cacl serve`` process on a free loopback port: ``(process, base url)``, once it
     answers ``/api/stats``."""
@@ -72,6 +82,7 @@ def start_server(index: Path, *args: str, timeout: float = 120.0):
         stderr=subprocess.STDOUT,
         env=env,
     )
+    STARTED.append(process)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -173,7 +173,7 @@ def one_process(cache, tmp_path_factory):
 
 
 def _without_timings(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in record.items() if k != "train_seconds"} for record in history]
+    return [{k: v for k, v in record.items() if not k.endswith("_seconds")} for record in history]
 
 
 def _rel(a: float, b: float) -> float:

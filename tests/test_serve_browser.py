@@ -202,12 +202,15 @@ def test_upload_a_crop_and_add_images(site, tmp_path):
 def test_the_page_asks_for_the_token_once(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser-token")
     template = make_template(root / "template")
+    driver = new_driver(root / "profile")  # skips before any server starts
     os.environ["CACL_SERVE_TOKEN"] = TOKEN
     try:
         process, url = start_server(copy_index(template, root / "index"))
+    except BaseException:
+        driver.quit()
+        raise
     finally:
         del os.environ["CACL_SERVE_TOKEN"]
-    driver = new_driver(root / "profile")
     try:
         driver.get(url + "/")
         field = driver.find_element(By.NAME, "token")
