@@ -76,31 +76,28 @@ def test_plan_matches_the_brute_force_schedule(budget_s, step):
     assert plan.shrunk == ((plan.epochs, plan.iters) != (7, 80))
 
 
-def test_a_fast_machine_keeps_the_schedule_and_says_so():
-    plan = plan_schedule(
-        budget=600,
-        elapsed=40,
-        costs=Costs(0.5, 10, 8),
+def default_plan(budget_s, elapsed, costs):
+    """The plan for the synthetic default's 7 x 80, evaluated every 6th epoch, after 12 steps."""
+    return plan_schedule(
+        budget=budget_s,
+        elapsed=elapsed,
+        costs=costs,
         epochs=7,
         iters=80,
         done_steps=12,
         eval_every=6,
     )
+
+
+def test_a_fast_machine_keeps_the_schedule_and_says_so():
+    plan = default_plan(600, 40, Costs(0.5, 10, 8))
     assert not plan.shrunk and (plan.epochs, plan.iters) == (7, 80)
     assert "7 x 80 kept" in plan.describe() and "0.500 s per step" in plan.describe()
 
 
 def test_a_slow_machine_shrinks_epochs_and_iterations_together():
     # 3x slower than the machine above: 7 x 80 would need about 40 + 7 x 10 x 1.5 + ... > 900 s
-    plan = plan_schedule(
-        budget=600,
-        elapsed=120,
-        costs=Costs(1.5, 30, 24),
-        epochs=7,
-        iters=80,
-        done_steps=12,
-        eval_every=6,
-    )
+    plan = default_plan(600, 120, Costs(1.5, 30, 24))
     assert plan.shrunk and plan.epochs < 7
     assert plan.iters / 80 >= plan.epochs / 7
     assert plan.predicted <= 600 * (1 - MARGIN)
@@ -109,15 +106,7 @@ def test_a_slow_machine_shrinks_epochs_and_iterations_together():
 
 def test_a_budget_too_small_for_one_epoch_is_a_clear_error():
     with pytest.raises(BudgetError, match=r"train.budget=100 s is too small.*train.budget=0"):
-        plan_schedule(
-            budget=100,
-            elapsed=90,
-            costs=Costs(1.0, 5, 5),
-            epochs=7,
-            iters=80,
-            done_steps=12,
-            eval_every=6,
-        )
+        default_plan(100, 90, Costs(1.0, 5, 5))
     with pytest.raises(BudgetError, match="spent before training starts"):
         budget.check_start(60, 58)
     budget.check_start(600, 58)  # plenty left: no error

@@ -15,7 +15,8 @@ def usable_cores() -> int:
 
 #: On a CPU device a loader process gets a core of its own only from this many cores per
 #: process up: measured on 2 cores (benchmarks/bench_step.py), 2 workers beside 2 torch threads
-#: made a step no faster and every loader's start 2-3 s slower than loading in the main process.
+#: made a step 8% slower (AVX-512) or 2% faster (AVX2), and every loader's start 2.4-3.0 s
+#: slower, than loading in the main process.
 CORES_PER_WORKER = 4
 
 

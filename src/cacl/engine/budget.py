@@ -11,7 +11,7 @@ set, the trainer measures what this machine costs, part by part, and only then d
   (:func:`seconds_to_finish`) and keeps the configured one when it fits. Otherwise it shrinks
   epochs and iterations together (iterations per epoch never shrink by a larger fraction than the
   epochs do: the largest number of epochs for which that holds); a budget that cannot hold even one
-  epoch of ``min_iters`` iterations is a :class:`BudgetError`.
+  epoch of :data:`MIN_ITERS_SHARE` of ``train.iters`` is a :class:`BudgetError`.
 
 The plan is made once, on rank 0, written into the run's config (``train.epochs``, ``train.iters``
 and ``train.budget_plan``, which says what was chosen and why) and logged; a resumed run keeps it,
@@ -209,30 +209,6 @@ class Probe:
         step = (self.marks[n] - self.marks[warm]) / (n - warm)
         return step, max(0.0, self.marks[warm] - self.marks[0] - warm * step)
 
-    def plan(
-        self,
-        *,
-        budget: float,
-        elapsed: float,
-        relabel: float,
-        evaluation: float,
-        epochs: int,
-        iters: int,
-        eval_every: int,
-    ) -> Plan:
-        """:func:`plan_schedule` from these steps; ``relabel``: the seconds each later epoch
-        spends on its pseudo labels before training, ``evaluation``: one evaluation's."""
-        step, startup = self.step_costs()
-        return plan_schedule(
-            budget=budget,
-            elapsed=elapsed,
-            costs=Costs(step, relabel + startup, evaluation),
-            epochs=epochs,
-            iters=iters,
-            done_steps=self.steps,
-            eval_every=eval_every,
-        )
-
 
 def plan_run(probe: Probe, cfg: Config, stages: dict[str, float], *, elapsed: float) -> Plan:
     """The plan of a run configured by ``cfg`` from ``probe`` and the trainer's ``stages``
@@ -242,12 +218,13 @@ def plan_run(probe: Probe, cfg: Config, stages: dict[str, float], *, elapsed: fl
     relabel = stages.get("relabel_seconds", 0.0)
     if cfg.cluster.source == "extract":  # every later epoch extracts the features first
         relabel += stages.get("extract_seconds", 0.0)
-    return probe.plan(
+    step, startup = probe.step_costs()
+    return plan_schedule(
         budget=t.budget,
         elapsed=elapsed,
-        relabel=relabel,
-        evaluation=stages.get("initial_eval_seconds", 0.0),
+        costs=Costs(step, relabel + startup, stages.get("initial_eval_seconds", 0.0)),
         epochs=t.epochs,
         iters=t.iters,
+        done_steps=probe.steps,
         eval_every=t.eval_every,
     )
