@@ -11,6 +11,7 @@ import yaml
 from cacl.config import ConfigError, load_config
 from cacl.engine import budget
 from cacl.engine.budget import (
+    replan_iters,
     MARGIN,
     MIN_ITERS_SHARE,
     BudgetError,
@@ -184,6 +185,9 @@ def saved_train(output):
 def test_budget_sizes_the_run_records_the_plan_and_resumes_exactly(
     cache, tmp_path, fake_clock, steps, monkeypatch
 ):
+    # The fake clock's epochs read it more often than the probe's steps do; the re-check before
+    # each epoch is tested on its own (test_a_machine_that_slows_down_gets_shorter_epochs).
+    monkeypatch.setattr(budget, "replan_iters", lambda **kw: kw["iters"])
     roomy = run(tmp_path / "roomy", "train.budget=100000")
     kept = roomy["budget"]
     assert not kept["shrunk"] and roomy["epochs_done"] == 3 and steps[0] == 3 * 6
@@ -259,3 +263,60 @@ def test_no_budget_no_plan(cache, tmp_path, steps):
     assert results["budget"] is None and steps[0] == 3
     assert saved_train(tmp_path)["budget_plan"] is None
     assert {"memory_seconds", "initial_eval_seconds", "relabel_seconds"} <= set(results["stages"])
+
+
+def test_replan_iters_by_hand():
+    common = dict(budget=100.0, configured_iters=40, epoch_start=2.0, evaluation=3.0, margin=0.0)
+    # 2 epochs left, 1 evaluation: 100 - 50 - (2 * 2 + 3) = 43 s for 2 epochs at 1 s per step
+    assert (
+        replan_iters(elapsed=50, epochs_left=2, iters=40, step=1.0, evaluations_left=1, **common)
+        == 21
+    )
+    # enough time: the iterations stay; never more than before
+    assert (
+        replan_iters(elapsed=0, epochs_left=2, iters=30, step=1.0, evaluations_left=1, **common)
+        == 30
+    )
+    # hopeless: the floor, a quarter of the configured iterations
+    assert (
+        replan_iters(elapsed=99, epochs_left=3, iters=40, step=1.0, evaluations_left=1, **common)
+        == 10
+    )
+    # nothing left to run
+    assert (
+        replan_iters(elapsed=99, epochs_left=0, iters=40, step=1.0, evaluations_left=0, **common)
+        == 40
+    )
+
+
+def test_a_machine_that_slows_down_gets_shorter_epochs(cache, tmp_path, monkeypatch):
+    """Steps cost 1 s in epoch 1 (when the plan is made) and 3 s from epoch 2 on: the re-check
+    before epoch 3 gives it fewer iterations, the config records it, the run ends in its budget.
+    The clock moves only with the steps."""
+    import cacl.engine.trainer as trainer_module
+
+    now, slow = [0.0], [False]
+    monkeypatch.setattr(budget, "clock", lambda: now[0])
+    real_step, real_epoch = trainer_module.train_step, Trainer._run_epoch
+
+    def timed(*args, **kwargs):
+        now[0] += 3.0 if slow[0] else 1.0
+        return real_step(*args, **kwargs)
+
+    def epoch(self):
+        slow[0] = self.epoch > 0
+        return real_epoch(self)
+
+    monkeypatch.setattr(trainer_module, "train_step", timed)
+    monkeypatch.setattr(Trainer, "_run_epoch", epoch)
+    results = run(tmp_path, "train.budget=50", "train.epochs=3", "train.iters=8")
+    plan = results["budget"]
+    assert (plan["epochs"], plan["iters"]) == (3, 8)  # at 1 s per step 3 x 8 fits 50 s
+    iters = [record["iters"] for record in results["history"]]
+    # epoch 2 still plans with epoch 1's 1 s per step; after it, 32 s are spent and
+    # 50 * 0.95 - 32 = 15.5 s hold 5 steps of 3 s
+    assert iters == [8, 8, 5]
+    assert plan["replans"] == [{"epoch": 3, "iters": 5, "step": 3.0}]
+    assert now[0] == 8 + 24 + 15 <= 50
+    saved = saved_train(tmp_path)
+    assert saved["iters"] == iters[-1] and "from epoch" in saved["budget_plan"]

@@ -13,6 +13,12 @@ set, the trainer measures what this machine costs, part by part, and only then d
   epochs do: the largest number of epochs for which that holds); a budget that cannot hold even one
   epoch of :data:`MIN_ITERS_SHARE` of ``train.iters`` is a :class:`BudgetError`.
 
+A machine can slow down after the probe (seen here: 1.15 s per step probed, 1.40 s per step over
+the epochs that followed, and 656 s for a 600 s budget). So before every later epoch the run that
+made the plan checks its remaining epochs against the budget with the step time of the epoch just
+done (:func:`replan_iters`) and, when they would overrun, gives them fewer iterations (never
+fewer than :data:`MIN_ITERS_SHARE` of ``train.iters``); the config records the change.
+
 The plan is made once, on rank 0, written into the run's config (``train.epochs``, ``train.iters``
 and ``train.budget_plan``, which says what was chosen and why) and logged; a resumed run keeps it,
 so it resumes exactly. :class:`Probe` holds the step times of epoch 1; everything else here but
@@ -167,6 +173,31 @@ def plan_schedule(
         f"a larger train.budget, or train.budget=0 to run the configured "
         f"{epochs} x {iters} schedule however long it takes"
     )
+
+
+def replan_iters(
+    *,
+    budget: float,
+    elapsed: float,
+    epochs_left: int,
+    iters: int,
+    configured_iters: int,
+    step: float,
+    epoch_start: float,
+    evaluations_left: int,
+    evaluation: float,
+    margin: float = MARGIN,
+) -> int:
+    """Iterations for each of the ``epochs_left`` epochs still to run: ``iters`` when they fit the
+    budget at ``step`` seconds per step, else the most that fit (at least :data:`MIN_ITERS_SHARE`
+    of ``configured_iters``; never more than ``iters``)."""
+    if epochs_left <= 0 or step <= 0:
+        return iters
+    left = budget * (1.0 - margin) - elapsed
+    fixed = epochs_left * epoch_start + evaluations_left * evaluation
+    fits = math.floor((left - fixed) / (epochs_left * step))
+    floor = min(iters, max(1, math.ceil(MIN_ITERS_SHARE * configured_iters)))
+    return max(floor, min(iters, fits))
 
 
 def check_start(budget: float, elapsed: float, margin: float = MARGIN) -> None:

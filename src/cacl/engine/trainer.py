@@ -128,6 +128,7 @@ class Trainer:
         # seconds of the stages before training; what train.budget chose (with its reasons)
         self.stages: dict[str, float] = {}
         self.plan: dict[str, Any] | None = None
+        self._replans = False  # this process made the plan: it re-checks it before each epoch
         self.scalars = rd.Scalars(self.output, enabled=self.is_main)
 
     # ------------------------------------------------------------------ state
@@ -355,9 +356,55 @@ class Trainer:
         )
         t.epochs, t.iters, t.budget_plan = plan.epochs, plan.iters, plan.describe()
         self.plan = plan.as_dict()
+        self._replans = True
         if self.is_main:
             save_config(self.cfg, self.output / rd.CONFIG_FILE)
         (log.warning if plan.shrunk else log.info)("time budget: %s", plan.describe())
+
+    def _replan(self) -> None:
+        """Before a later epoch of the run that made the plan: fewer iterations for the epochs
+        left when, at the last epoch's step time, they would overrun the budget."""
+        t, last = self.cfg.train, self.history[-1]
+        step = last["train_seconds"] / max(1, last.get("iters", t.iters))
+        start = self.stages.get("relabel_seconds", 0.0)
+        if len(self.history) > 1:  # epoch 1 clusters the memory alone; later epochs extract too
+            start = last["relabel_seconds"]
+        elif self.cfg.cluster.source == "extract":
+            start += self.stages.get("extract_seconds", 0.0)
+        epochs = range(self.epoch + 1, t.epochs + 1)
+        evals = sum(1 for e in epochs if e % t.eval_every == 0 or e == t.epochs)
+        iters = distributed.on_main(
+            lambda: budget.replan_iters(
+                budget=t.budget,
+                elapsed=budget.clock() - self.started,
+                epochs_left=len(epochs),
+                iters=t.iters,
+                configured_iters=self.plan["configured_iters"] if self.plan else t.iters,
+                step=step,
+                epoch_start=start,
+                evaluations_left=evals if self.dataset.has_test_split else 0,
+                evaluation=self.stages.get("initial_eval_seconds", 0.0),
+            )
+        )
+        if iters < t.iters:
+            log.warning(
+                "time budget: the last epoch took %.3f s per step; epochs %d-%d get %d "
+                "iterations instead of %d to end within %.0f s",
+                step,
+                self.epoch + 1,
+                t.epochs,
+                iters,
+                t.iters,
+                t.budget,
+            )
+            t.iters = iters
+            t.budget_plan = f"{t.budget_plan}; from epoch {self.epoch + 1}: {iters} iters"
+            if self.plan is not None:
+                self.plan.setdefault("replans", []).append(
+                    {"epoch": self.epoch + 1, "iters": iters, "step": round(step, 4)}
+                )
+            if self.is_main:
+                save_config(self.cfg, self.output / rd.CONFIG_FILE)
 
     def fit(self) -> dict[str, Any]:
         """Run the remaining epochs; return (and write) ``results.json``."""
@@ -381,6 +428,8 @@ class Trainer:
             if self._plans():
                 budget.check_start(t.budget, budget.clock() - self.started)
             while self.epoch < t.epochs:
+                if self._replans and self.history:
+                    self._replan()
                 self.history.append(self._run_epoch())
                 self.epoch += 1
                 self.elapsed = time.time() - start
@@ -415,6 +464,7 @@ class Trainer:
         t0 = budget.clock()
         record["loss"] = self.train_epoch()
         record["train_seconds"] = round(budget.clock() - t0, 1)
+        record["iters"] = t.iters
         record["lr"] = self.optimizer.param_groups[0]["lr"]
         losses = " ".join(f"{k} {v:.4f}" for k, v in record["loss"].items())
         log.info("epoch %d: %s (%.0f s)", number, losses, record["train_seconds"])
