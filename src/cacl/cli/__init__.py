@@ -21,6 +21,7 @@ from cacl.errors import CaclError
 # Command modules, in the order ``cacl --help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "synth",
+    "crops",
     "train",
     "evaluate",
     "eps",

@@ -15,6 +15,14 @@ class Sample(NamedTuple):
     camid: int
 
 
+class Sighting(NamedTuple):
+    """Where and when a training crop was seen: its tracklet (0..T-1 over the training set, one
+    person in one camera) and its time in seconds (NaN: unknown)."""
+
+    tracklet: int
+    time: float
+
+
 def split_stats(samples: list[Sample]) -> tuple[int, int, int]:
     """Return ``(identities, images, cameras)`` of a split; unknown ids (-1) are not counted."""
     pids = {s.pid for s in samples if s.pid >= 0}
@@ -34,6 +42,10 @@ class ReidDataset:
     train: list[Sample]
     query: list[Sample] = field(default_factory=list)
     gallery: list[Sample] = field(default_factory=list)
+    #: Training image path -> its :class:`Sighting`, when the folder has a ``tracklets.csv``.
+    sightings: dict[str, Sighting] = field(default_factory=dict)
+    #: ``site``: the times of all cameras are on one clock; ``camera``: per camera only.
+    clock: str = "none"
 
     @property
     def has_test_split(self) -> bool:
@@ -46,6 +58,10 @@ class ReidDataset:
     @property
     def num_train_cams(self) -> int:
         return split_stats(self.train)[2]
+
+    @property
+    def has_tracklets(self) -> bool:
+        return bool(self.sightings)
 
     def summary(self) -> str:
         """A small table of identities, images and cameras per split (as torchreid prints)."""

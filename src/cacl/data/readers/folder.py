@@ -14,13 +14,18 @@ Camera values are renumbered 0..C-1 in sorted order (numerically when they are n
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import re
 from pathlib import Path
 
+import numpy as np
+
 from cacl.data.images import list_images
-from cacl.data.types import ReidDataset, Sample
+from cacl.data.readers.tracklets import CropRecord, find_tracklets
+from cacl.data.types import ReidDataset, Sample, Sighting
 from cacl.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -52,9 +57,19 @@ def compile_cam_regex(cam_regex: str = DEFAULT_CAM_REGEX, what: str = "") -> re.
 
 
 def read_folder(
-    root: str | os.PathLike, *, camera: str = "auto", cam_regex: str = DEFAULT_CAM_REGEX
+    root: str | os.PathLike,
+    *,
+    camera: str = "auto",
+    cam_regex: str = DEFAULT_CAM_REGEX,
+    tracklets: str = "auto",
 ) -> ReidDataset:
-    """Read every image under ``root`` (recursively) as an unlabelled training set."""
+    """Read every image under ``root`` (recursively) as an unlabelled training set.
+
+    With ``tracklets="auto"`` and a ``tracklets.csv`` in ``root`` (``cacl crops``), the cameras
+    come from its ``camera`` column and every image gets its :class:`Sighting` (tracklet and
+    time); the ground truth of its ``true_id`` column, where present, becomes the image's ``pid``
+    (for measuring the pseudo labels: the training never reads it).
+    """
     if camera not in CAMERA_MODES:
         raise DatasetError(f"folder: camera must be one of {CAMERA_MODES}, got {camera!r}")
     root = Path(root).expanduser()
@@ -64,6 +79,9 @@ def read_folder(
     if not paths:
         raise DatasetError(f"folder: no image files under {root}")
     pattern = compile_cam_regex(cam_regex, "folder")
+    records = find_tracklets(root, tracklets)
+    if records is not None:
+        return _with_tracklets(root, paths, records)
 
     subfolders = [
         p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None for p in paths
@@ -106,3 +124,40 @@ def read_folder(
     camids = _renumber(raw)
     train = [Sample(str(p), -1, c) for p, c in zip(paths, camids)]
     return ReidDataset("folder", root, train)
+
+
+def _with_tracklets(root: Path, paths: list[Path], records: dict[str, CropRecord]) -> ReidDataset:
+    """The images listed in ``tracklets.csv``; images it does not list are left out (logged)."""
+    listed = [p for p in paths if p.name in records]
+    if not listed:
+        raise DatasetError(
+            f"folder: none of the {len(paths)} images under {root} is listed in tracklets.csv; "
+            "give data.tracklets=off to read the folder without it"
+        )
+    if len(listed) < len(paths):
+        log.warning(
+            "folder: %d images are not in tracklets.csv and are left out, e.g. %s",
+            len(paths) - len(listed),
+            next(p for p in paths if p.name not in records),
+        )
+    if len(listed) < len(records):
+        log.warning(
+            "folder: %d rows of tracklets.csv have no image (left out)", len(records) - len(listed)
+        )
+    rows = [records[p.name] for p in listed]
+    camids = _renumber([r.camera for r in rows])
+    _, tracklet = np.unique([r.tracklet for r in rows], return_inverse=True)
+    train = [Sample(str(p), r.true_id, c) for p, r, c in zip(listed, rows, camids, strict=True)]
+    sightings = {
+        s.path: Sighting(int(t), r.time) for s, r, t in zip(train, rows, tracklet, strict=True)
+    }
+    clock = "site" if all(math.isfinite(r.time) for r in rows) else "none"
+    summary = root / "crops.json"
+    if summary.is_file():
+        try:
+            clock = json.loads(summary.read_text()).get("clock", clock)
+        except (OSError, ValueError):
+            log.warning(
+                "folder: %s does not read as JSON; the clock is taken as %s", summary, clock
+            )
+    return ReidDataset("folder", root, train, sightings=sightings, clock=clock)

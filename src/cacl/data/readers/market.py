@@ -32,6 +32,17 @@ def read_market_style(
     return ReidDataset(dataset, base, train, query, splits["gallery"])
 
 
+def read_market_test(root: str | os.PathLike, *, dataset: str = "eval") -> ReidDataset:
+    """Only the test split of a Market-1501 layout (``query/`` and ``bounding_box_test/``, no
+    ``bounding_box_train/``): an evaluation split for a run that trains on other data."""
+    base = find_dataset_dir(root, (), (SPLIT_FOLDERS["query"], SPLIT_FOLDERS["gallery"]), dataset)
+    query, gallery = (
+        parse_split(base / SPLIT_FOLDERS[split], MARKET_STYLE_PATTERN, dataset=dataset)
+        for split in ("query", "gallery")
+    )
+    return ReidDataset(dataset, base, [], [s for s in query if s.pid > 0], gallery)
+
+
 def read_market1501(root: str | os.PathLike) -> ReidDataset:
     """Market-1501 (``Market-1501-v15.09.15/``) or any folder in its layout (synthetic sets)."""
     return read_market_style(
