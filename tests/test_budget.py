@@ -11,7 +11,6 @@ import yaml
 from cacl.config import ConfigError, load_config
 from cacl.engine import budget
 from cacl.engine.budget import (
-    replan_iters,
     MARGIN,
     MIN_ITERS_SHARE,
     BudgetError,
@@ -19,6 +18,7 @@ from cacl.engine.budget import (
     Probe,
     evaluations,
     plan_schedule,
+    replan_iters,
     seconds_to_finish,
 )
 from cacl.engine.trainer import Trainer
