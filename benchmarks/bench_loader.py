@@ -12,7 +12,6 @@ import time
 import numpy as np
 from torch.utils.data import DataLoader
 
-from cacl.config import DataConfig
 from cacl.data.default import resolve_dataset
 from cacl.data.image_dataset import TwoViewDataset
 from cacl.data.sampler import CameraAwareIdentitySampler
@@ -28,7 +27,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
-    dataset = resolve_dataset(DataConfig(name="synthetic", synth_preset=args.preset))
+    dataset = resolve_dataset("synthetic", synth_preset=args.preset)
     labels = np.array([s.pid for s in dataset.train])
     camids = np.array([s.camid for s in dataset.train])
     views = TwoViewDataset(

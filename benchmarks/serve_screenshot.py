@@ -49,7 +49,7 @@ def main() -> int:
     from cacl.data.default import resolve_dataset
 
     cfg = config_from_dict(load_checkpoint(args.run)["config"])
-    dataset = resolve_dataset(cfg.data)
+    dataset = resolve_dataset(**cfg.data.dataset_options())
     root = Path(dataset.gallery[0].path).parent.parent
     work = Path(tempfile.mkdtemp(prefix="cacl-shot-"))
     index = work / "index"

@@ -52,7 +52,7 @@ def colour_histogram(config: str) -> dict:
     from cacl.config import load_config
     from cacl.data.default import resolve_dataset
 
-    dataset = resolve_dataset(load_config(config).data)
+    dataset = resolve_dataset(**load_config(config).data.dataset_options())
     start = time.perf_counter()
     scores = evaluate_features(dataset, colorhist_features)
     scores["wall_seconds"] = time.perf_counter() - start

@@ -118,7 +118,7 @@ def test_folder_cam_regex_reaches_the_reader(tmp_path):
             r"data.cam_regex=view(\d+)",
         ],
     )
-    data = resolve_dataset(cfg.data)
+    data = resolve_dataset(**cfg.data.dataset_options())
     assert sorted({s.camid for s in data.train}) == [0, 1]
 
 

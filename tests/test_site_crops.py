@@ -180,10 +180,11 @@ def test_resume_after_kill_writes_no_crop_twice(tmp_path):
     first.wait()
     assert not (out / "tracklets.csv").exists(), "the first run ended before it was killed"
     before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("cam*/*.jpg")}
-    assert before and not list(out.glob("cam*/*.part"))  # only whole crops under their names
+    assert before  # a crop being written is a .part file until it is whole
     subprocess.run(command, env=env, check=True, capture_output=True)
     after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("cam*/*.jpg")}
     assert all(after[name] == stat for name, stat in before.items())
+    assert not list(out.glob("cam*/*.part"))
     clean = tmp_path / "clean"
     cut_site(root, clean, progress=False)
     assert (out / "tracklets.csv").read_text() == (clean / "tracklets.csv").read_text()
@@ -231,3 +232,31 @@ def test_tracklets_csv_errors(tmp_path):
     (tmp_path / "tracklets.csv").write_text("name,camera,tracklet,time\na.jpg,c,1,soon\n")
     with pytest.raises(DatasetError, match="line 2"):
         read_folder(tmp_path)
+
+
+def test_a_folder_run_evaluates_on_an_eval_root(site, tmp_path):
+    from cacl.config import load_config
+    from cacl.data.default import resolve_dataset
+
+    root, _ = site
+    out = tmp_path / "crops"
+    cut_site(root, out, progress=False)
+    split = tmp_path / "eval"
+    for folder, names in {
+        "query": ["0001_c1s1_000001_00.jpg", "0002_c2s1_000001_00.jpg"],
+        "bounding_box_test": ["0001_c2s1_000002_00.jpg", "0002_c1s1_000003_00.jpg"],
+    }.items():
+        (split / folder).mkdir(parents=True)
+        for name in names:
+            Image.new("RGB", (8, 16)).save(split / folder / name)
+    cfg = load_config(
+        None,
+        ["data.name=folder", f"data.root={out}", f"data.eval_root={split}", "data.tracklets=off"],
+    )
+    assert cfg.data.tracklets == "off"
+    dataset = resolve_dataset(**cfg.data.dataset_options())
+    assert dataset.has_test_split and not dataset.has_tracklets
+    assert [s.pid for s in dataset.query] == [1, 2] and [s.camid for s in dataset.gallery] == [1, 0]
+    # YAML reads a bare off as false: it still means off
+    (tmp_path / "c.yaml").write_text(f"data:\n  name: folder\n  root: {out}\n  tracklets: off\n")
+    assert load_config(str(tmp_path / "c.yaml")).data.tracklets == "off"

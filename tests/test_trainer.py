@@ -76,7 +76,7 @@ def test_eval_of_the_gray_branch_equals_a_per_image_loop(full_run, capsys, tmp_p
     assert main(["eval", str(out), "--branch", "2", "--device", "cpu", "--workers", "0"]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     net, cfg, _ = load_network(out, "cpu", channels_last=False)
-    data = resolve_dataset(cfg.data)
+    data = resolve_dataset(**cfg.data.dataset_options())
     size = (cfg.data.height, cfg.data.width)
     normalise = T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 

@@ -206,7 +206,9 @@ def test_visrank_command_on_the_synthetic_set(tiny_checkpoint, tmp_path, capsys)
     assert "4 best queries" in capsys.readouterr().out
 
     net, cfg, _ = load_network(tiny_checkpoint)
-    dataset = resolve_dataset(cfg.data)  # the cached tiny set, as the command found it
+    dataset = resolve_dataset(
+        **cfg.data.dataset_options()
+    )  # the cached tiny set, as the command found it
     transform = test_transform(cfg.data.height, cfg.data.width)
     qf = extract_features(net, dataset.query, transform, progress=False)
     gf = extract_features(net, dataset.gallery, transform, progress=False)

@@ -41,9 +41,35 @@ class DataConfig:
     verify: str = "header"
     camera: str = "auto"  # folder reader: where camera ids come from (auto|regex|subfolder|none)
     cam_regex: str | None = None  # folder reader: file-name regex, group 1 = camera (None: default)
+    # folder reader: read tracklets.csv beside the crops (cacl crops): camera, tracklet and time
+    # of every crop, for tracklet-aware pseudo labels (auto | off)
+    tracklets: str = "auto"
+    # a test split in the Market-1501 layout (query/, bounding_box_test/) to evaluate on, e.g.
+    # a synthetic site's eval/ or an exported labelled split; replaces the dataset's own
+    eval_root: str | None = None
     # Random views from the loader's random streams ("loader"), or from a seed per item of the
     # global batch ("sample": the same views whatever the number of processes or workers).
     view_rng: str = "loader"
+
+    def dataset_options(self, name: str | None = None, root: str | None = None) -> dict[str, Any]:
+        """The arguments of :func:`cacl.data.default.resolve_dataset`; ``name`` / ``root`` (a
+        command line's ``--data`` / ``--root``) override the config's: a new name comes with its
+        own root (None: the synthetic cache), a root alone keeps the name."""
+        if name or root:
+            name, root = name or self.name, root
+        else:
+            name, root = self.name, self.root
+        return {
+            "name": name,
+            "root": root,
+            "synth_preset": self.synth_preset,
+            "synth_seed": self.synth_seed,
+            "verify": self.verify,
+            "camera": self.camera,
+            "cam_regex": self.cam_regex,
+            "tracklets": self.tracklets,
+            "eval_root": self.eval_root,
+        }
 
 
 @dataclass
@@ -245,6 +271,8 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
         if annotation is float:
             return float(value)
         if annotation is str:
+            if isinstance(value, bool):  # YAML reads a bare off / on / no / yes as a boolean
+                return "on" if value else "off"
             return str(value)
     except (TypeError, ValueError):
         raise ConfigError(
@@ -354,10 +382,12 @@ def validate(cfg: Config) -> None:
     from cacl.data.images import VERIFY_MODES
     from cacl.data.readers import dataset_names
     from cacl.data.readers.folder import CAMERA_MODES
+    from cacl.data.readers.tracklets import TRACKLET_MODES
 
     _check_choice("data.name", cfg.data.name.lower(), [*dataset_names(), "synthetic", "synth"])
     _check_choice("data.verify", cfg.data.verify, VERIFY_MODES)
     _check_choice("data.camera", cfg.data.camera, CAMERA_MODES)
+    _check_choice("data.tracklets", cfg.data.tracklets, TRACKLET_MODES)
     _check_choice(
         "cluster.knn", cfg.cluster.knn, ("auto", "exact", "approximate", "torch", "faiss")
     )

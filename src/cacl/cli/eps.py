@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"{state['_path']} holds no memory bank (use a run's last.pt)")
     cfg = config_from_dict(state["config"])
     c = cfg.cluster
-    train = resolve_dataset(cfg.data).train
+    train = resolve_dataset(**cfg.data.dataset_options()).train
     pids = np.array([s.pid for s in train])
     cameras = np.array([s.camid for s in train])
     features = state["memory"]["features"]

@@ -36,4 +36,4 @@ def load_model_and_data(args: argparse.Namespace):
     check_model_run_options(args)
     device = resolve_device(args.device, "--device")
     net, cfg, meta = load_network(args.checkpoint, device)
-    return net, cfg, meta, resolve_dataset(cfg.data, args.data, args.root), device
+    return net, cfg, meta, resolve_dataset(**cfg.data.dataset_options(args.data, args.root)), device

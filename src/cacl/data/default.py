@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cacl.data.readers import load_dataset
 from cacl.data.types import ReidDataset
 from cacl.errors import DatasetError
-
-if TYPE_CHECKING:  # the config layer sits above data: annotations only
-    from cacl.config import DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -43,26 +38,46 @@ def ensure_synthetic(preset: str, seed: int, root: Path | None = None) -> Path:
 
 
 def resolve_dataset(
-    cfg: DataConfig, name: str | None = None, root: str | None = None
+    name: str,
+    root: str | os.PathLike | None = None,
+    *,
+    synth_preset: str = "small",
+    synth_seed: int = 0,
+    verify: str = "header",
+    camera: str = "auto",
+    cam_regex: str | None = None,
+    tracklets: str = "auto",
+    eval_root: str | os.PathLike | None = None,
 ) -> ReidDataset:
-    """Load ``cfg.name`` from ``cfg.root``; with ``synthetic`` and no root, use the cache.
+    """Load dataset ``name`` from ``root``; ``synthetic`` with no root uses the cache.
 
-    ``name`` / ``root`` (a command line's ``--data`` / ``--root``) override the config: a new
-    name comes with its own root (None: the synthetic cache); a root alone keeps the name.
+    ``camera``, ``cam_regex`` and ``tracklets`` are the ``folder`` reader's options.
+    ``eval_root``: a test split in the Market-1501 layout (``query/``, ``bounding_box_test/``)
+    that replaces the dataset's own (a folder of crops has none), e.g. the ``eval/`` split of a
+    synthetic site or one exported from labels. ``Config.data.dataset_options()`` gives all of
+    these from a config.
     """
-    if name or root:
-        cfg = dataclasses.replace(cfg, name=name or cfg.name, root=root)
-    if cfg.name in ("synthetic", "synth"):
-        root = Path(cfg.root) if cfg.root else None
-        root = ensure_synthetic(cfg.synth_preset, cfg.synth_seed, root)
-        return load_dataset("market1501", root, verify=cfg.verify)
-    if not cfg.root:
-        raise DatasetError(
-            f"data.root is not set: give the folder of {cfg.name}, e.g. data.root=/data/{cfg.name}"
+    if name in ("synthetic", "synth"):
+        folder = ensure_synthetic(synth_preset, synth_seed, Path(root) if root else None)
+        dataset = load_dataset("market1501", folder, verify=verify)
+    else:
+        if not root:
+            raise DatasetError(
+                f"data.root is not set: give the folder of {name}, e.g. data.root=/data/{name}"
+            )
+        options: dict = {}
+        if name == "folder":
+            options = {"camera": camera, "tracklets": tracklets}
+            if cam_regex:
+                options["cam_regex"] = cam_regex
+        dataset = load_dataset(name, root, verify=verify, **options)
+    if eval_root:
+        split = load_dataset("market-test", eval_root, verify=verify)
+        log.info(
+            "evaluating on %s: %d queries, %d gallery images",
+            split.root,
+            len(split.query),
+            len(split.gallery),
         )
-    options: dict = {}
-    if cfg.name == "folder":
-        options["camera"] = cfg.camera
-        if cfg.cam_regex:
-            options["cam_regex"] = cfg.cam_regex
-    return load_dataset(cfg.name, cfg.root, verify=cfg.verify, **options)
+        dataset.query, dataset.gallery = split.query, split.gallery
+    return dataset

@@ -26,7 +26,7 @@ def load_train_data(cfg: Config) -> tuple[ReidDataset, np.ndarray, np.ndarray | 
     camera of every training image, and the true identities where every image has one."""
     t = cfg.train
     with distributed.local_main_first():
-        dataset = resolve_dataset(cfg.data)
+        dataset = resolve_dataset(**cfg.data.dataset_options())
     check_enough_data(len(dataset.train), t.batch_size, cfg.cluster.min_samples)
     camids = np.array([s.camid for s in dataset.train])
     pids = np.array([s.pid for s in dataset.train])

@@ -192,11 +192,11 @@ def _load_dataset(cfg: Any, results: dict[str, Any], data: str | None, root: str
     from cacl.data.readers import load_dataset
 
     if data or root:
-        return resolve_dataset(cfg.data, data, root)
+        return resolve_dataset(**cfg.data.dataset_options(data, root))
     recorded = results.get("dataset") or {}
     if recorded.get("root") and Path(recorded["root"]).is_dir():
         return load_dataset(recorded["name"], recorded["root"], verify=cfg.data.verify)
-    return resolve_dataset(cfg.data)
+    return resolve_dataset(**cfg.data.dataset_options())
 
 
 # ---------------------------------------------------------------------------- the page

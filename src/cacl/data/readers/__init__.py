@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from cacl.data.images import drop_unreadable
 from cacl.data.readers.folder import read_folder
-from cacl.data.readers.market import read_dukemtmcreid, read_market1501
+from cacl.data.readers.market import read_dukemtmcreid, read_market1501, read_market_test
 from cacl.data.readers.msmt17 import read_msmt17
 from cacl.data.types import ReidDataset, Sample
 from cacl.errors import DatasetError
@@ -30,6 +30,8 @@ READERS: dict[str, Reader] = {
     "dukemtmcreid": read_dukemtmcreid,
     "msmt17": read_msmt17,
     "folder": read_folder,
+    # only query/ and bounding_box_test/: an evaluation split (data.eval_root)
+    "market-test": read_market_test,
 }
 ALIASES = {
     "market": "market1501",
