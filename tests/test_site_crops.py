@@ -260,3 +260,32 @@ def test_a_folder_run_evaluates_on_an_eval_root(site, tmp_path):
     # YAML reads a bare off as false: it still means off
     (tmp_path / "c.yaml").write_text(f"data:\n  name: folder\n  root: {out}\n  tracklets: off\n")
     assert load_config(str(tmp_path / "c.yaml")).data.tracklets == "off"
+
+
+@pytest.mark.parametrize("constraints", ["none", "both"])
+def test_training_on_crops_logs_the_constraint_figures(site, tmp_path, constraints):
+    from cacl.config import load_config
+    from cacl.engine.trainer import Trainer
+
+    root, _ = site
+    out = tmp_path / "crops"
+    cut_site(root, out, progress=False)
+    cfg = load_config(
+        "smoke",
+        [
+            "data.name=folder",
+            f"data.root={out}",
+            "data.height=32",
+            "data.width=16",
+            "train.batch_size=8",
+            "train.epochs=1",
+            "train.iters=2",
+            f"cluster.constraints={constraints}",
+        ],
+    )
+    results = Trainer(cfg, tmp_path / "run", progress=False).fit()
+    cluster = results["history"][0]["cluster"]
+    assert {"tracklets", "tracklets_broken", "cannot_link_separated", "ari"} <= set(cluster)
+    assert cluster["tracklets"] == 5 and cluster["cannot_link_pairs"] > 0
+    if constraints == "both":
+        assert cluster["tracklets_broken"] == 0 and cluster["cannot_link_separated"] == 1.0

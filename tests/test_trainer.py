@@ -258,10 +258,10 @@ def test_cluster_source_extract_clusters_fresh_features(cache, tmp_path, monkeyp
     seen, memory_then = [], []
     original = trainer_module.compute_classes
 
-    def spy(features, cfg, true_pids, supervised=False, cameras=None):
+    def spy(features, cfg, true_pids, supervised=False, **kwargs):
         seen.append(features.clone())
         memory_then.append(trainer.memory.features.clone())
-        return original(features, cfg, true_pids, supervised, cameras=cameras)
+        return original(features, cfg, true_pids, supervised, **kwargs)
 
     monkeypatch.setattr(trainer_module, "compute_classes", spy)
     cfg = load_config("smoke", [*FAST, "train.epochs=2", "cluster.source=extract"])

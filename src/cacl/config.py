@@ -125,6 +125,11 @@ class ClusterConfig:
     k1_inter: int = 20  # ... and on the inter-camera lists
     k2_intra: int = 3  # CA-Jaccard query expansion: first rows of the intra-camera list
     k2_inter: int = 3  # ... and of the inter-camera list
+    # Data with tracklets (tracklets.csv of cacl crops; docs/method.md, "Tracklets"): both = all
+    # crops of a tracklet share a label (must-link) and two tracklets of one camera seen at the
+    # same time never share a cluster (cannot-link); must_link = the first only; none = neither
+    # (their statistics are still logged).
+    constraints: str = "both"
 
     def encoding_options(self) -> dict[str, Any]:
         """The keyword arguments of :func:`cacl.clustering.pseudo_labels.encoding`."""
@@ -404,6 +409,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.amp_dtype must be auto, bfloat16 or float16, got {t.amp_dtype!r}")
     if cfg.data.view_rng not in ("loader", "sample"):
         raise ConfigError(f"data.view_rng must be loader or sample, got {cfg.data.view_rng!r}")
+    _check_choice("cluster.constraints", cfg.cluster.constraints, ("none", "must_link", "both"))
     if cfg.cluster.outliers not in ("singleton", "drop"):
         raise ConfigError("cluster.outliers must be singleton or drop")
     if cfg.cluster.on_no_cluster not in ("continue", "stop"):

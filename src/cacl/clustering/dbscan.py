@@ -28,13 +28,18 @@ def neighborhood_graph(dist: sp.csr_matrix, eps: float) -> sp.csr_matrix:
     return sp.csr_matrix((data[order], indices[order], indptr), shape=dist.shape)
 
 
-def dbscan_sparse(dist: sp.spmatrix, eps: float, min_samples: int) -> np.ndarray:
+def dbscan_sparse(
+    dist: sp.spmatrix, eps: float, min_samples: int, weights: np.ndarray | None = None
+) -> np.ndarray:
     """DBSCAN labels (int64, -1 for noise) from a sparse distance matrix whose missing entries are 1.
 
     Args:
         dist: ``N x N`` sparse distances (e.g. :func:`cacl.clustering.jaccard_distance`).
         eps: neighbourhood radius, ``0 <= eps < 1``; a pair is neighbours when ``d <= eps``.
         min_samples: neighbours (itself included) that make a sample a core sample.
+        weights: how many samples each row stands for (scikit-learn's ``sample_weight``: a row
+            is core when the weights of its neighbourhood, itself included, reach
+            ``min_samples``); None: 1 each.
     """
     if not 0.0 <= eps < 1.0:
         raise ValueError(f"eps must be in [0, 1) for a sparse Jaccard matrix, got {eps}")
@@ -42,4 +47,4 @@ def dbscan_sparse(dist: sp.spmatrix, eps: float, min_samples: int) -> np.ndarray
         raise ValueError(f"min_samples must be at least 1, got {min_samples}")
     graph = neighborhood_graph(dist, eps)
     model = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed")
-    return model.fit_predict(graph).astype(np.int64)
+    return model.fit_predict(graph, sample_weight=weights).astype(np.int64)

@@ -26,6 +26,7 @@ from cacl.clustering.jaccard import encoding_from_neighbors, jaccard_from_encodi
 from cacl.clustering.knn import FeatureArray, knn_prepared, prepare_features
 from cacl.clustering.refine import refine_clusters, refine_from_encoding
 from cacl.clustering.stats import ClusterStats
+from cacl.clustering.tracklets import check_tracklets, contract_encoding, drop_pairs, separate
 from cacl.errors import CaclError
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ def pseudo_labels_with_stats(
     k2_intra: int = 3,
     k2_inter: int = 3,
     knn: str = "auto",
+    tracklets: np.ndarray | None = None,
+    cannot_link: np.ndarray | None = None,
     **knn_options: Any,
 ) -> tuple[np.ndarray, ClusterStats]:
     """Pseudo labels and what they look like.
@@ -95,6 +98,10 @@ def pseudo_labels_with_stats(
             from a PCA projection, exact distances; the recall of the lists on a sample of rows is
             measured and logged) or ``"auto"`` (approximate from :data:`AUTO_APPROXIMATE_FROM`
             rows on).
+        tracklets: ``(N,)`` tracklet id of every row (-1: none): the must-link constraint, all
+            rows of a tracklet get one label (:mod:`cacl.clustering.tracklets`).
+        cannot_link: ``(P, 2)`` pairs of tracklet ids (of ``tracklets`` renumbered 0..T-1 by
+            :func:`~cacl.clustering.tracklets.check_tracklets`) that never share a cluster.
         **knn_options: ``backend``, ``options`` (:class:`ApproximateOptions` or a dict of its
             fields), ``block_size``, ``progress`` of :func:`cacl.clustering.knn.nearest_neighbors`.
 
@@ -120,13 +127,31 @@ def pseudo_labels_with_stats(
         info=info,
         **knn_options,
     )
+    weights = ids = None
+    if tracklets is not None:
+        with _timed(seconds, "tracklets", v.shape[0]):
+            ids = check_tracklets(tracklets, v.shape[0])
+            v = contract_encoding(v, ids)
+            weights = np.bincount(ids).astype(np.float64)
     with _timed(seconds, "jaccard_distance", v.shape[0]):
         # DBSCAN only looks at distances <= eps; the refinement recomputes what it needs.
         graph = jaccard_from_encoding(v, max_distance=eps, progress=progress)
+    pairs = None
+    if ids is not None and cannot_link is not None and len(cannot_link):
+        pairs = np.asarray(cannot_link, dtype=np.int64).reshape(-1, 2)
+        graph = drop_pairs(graph, pairs)
     refine_with = (
         (lambda raw, tight: refine_from_encoding(v, raw, tight, ratio)) if refine else None
     )
-    raw, labels = _dbscan_and_refine(graph, eps, eps_gap, min_samples, refine_with, seconds)
+    raw, labels = _dbscan_and_refine(
+        graph, eps, eps_gap, min_samples, refine_with, seconds, weights
+    )
+    if ids is not None:
+        if pairs is not None:
+            with _timed(seconds, "cannot_link", v.shape[0]):
+                labels, ejected = separate(labels, pairs, graph, weights)
+            info["cannot_link_ejected"] = ejected
+        raw, labels = raw[ids], labels[ids]
     return labels, _statistics(raw, labels, eps, seconds, log=True, knn=info)
 
 
@@ -273,15 +298,17 @@ def _dbscan_and_refine(
     min_samples: int,
     refine_with: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
     seconds: dict[str, float],
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Steps 2 and 3: DBSCAN at ``eps``; with ``refine_with``, DBSCAN at ``eps - eps_gap`` and
-    ``refine_with(raw, tight)``. Returns the raw and the final labels."""
+    ``refine_with(raw, tight)``. Returns the raw and the final labels. ``weights``: how many
+    samples each row stands for (tracklets: crops), for DBSCAN's ``min_samples``."""
     with _timed(seconds, "dbscan", graph.shape[0]):
-        raw = dbscan_sparse(graph, eps, min_samples)
+        raw = dbscan_sparse(graph, eps, min_samples, weights)
     if refine_with is None or raw.max() < 0:
         return raw, raw
     with _timed(seconds, "dbscan_tight", graph.shape[0]):
-        tight = dbscan_sparse(graph, max(eps - eps_gap, 0.0), min_samples)
+        tight = dbscan_sparse(graph, max(eps - eps_gap, 0.0), min_samples, weights)
     with _timed(seconds, "refine", graph.shape[0]):
         return raw, refine_with(raw, tight)
 

@@ -17,12 +17,15 @@ _PERCENTILES = (5, 25, 50, 75, 95)
 SIZE_BINS = (2, 4, 8, 16, 32, 64, 128, 256)
 
 
-def training_classes(cluster_labels: np.ndarray, outliers: str = "singleton") -> np.ndarray:
+def training_classes(
+    cluster_labels: np.ndarray, outliers: str = "singleton", groups: np.ndarray | None = None
+) -> np.ndarray:
     """Map DBSCAN labels (-1 = un-clustered) to training classes 0..C-1.
 
     ``singleton`` (the authors' default): clusters keep their order as classes 0..K-1 and each
     un-clustered sample becomes its own class K, K+1, ... ``drop``: un-clustered samples get -1
-    (not trained on).
+    (not trained on). ``groups`` (``singleton`` only): un-clustered samples of one group (a
+    tracklet) share one class instead.
     """
     labels = np.asarray(cluster_labels, dtype=np.int64)
     if outliers not in ("singleton", "drop"):
@@ -34,14 +37,19 @@ def training_classes(cluster_labels: np.ndarray, outliers: str = "singleton") ->
     if outliers == "singleton":
         num_clusters = int(classes.max()) + 1 if clustered.any() else 0
         outlier_idx = np.flatnonzero(~clustered)
-        classes[outlier_idx] = num_clusters + np.arange(outlier_idx.size)
+        if groups is None:
+            classes[outlier_idx] = num_clusters + np.arange(outlier_idx.size)
+        else:
+            group = np.asarray(groups)[outlier_idx]
+            classes[outlier_idx] = num_clusters + np.unique(group, return_inverse=True)[1].ravel()
     return classes
 
 
 def identity_classes(pids: np.ndarray) -> np.ndarray:
-    """True identities as classes 0..C-1 (supervised upper bound)."""
-    _, classes = np.unique(np.asarray(pids), return_inverse=True)
-    return classes.astype(np.int64)
+    """True identities as classes 0..C-1 (supervised upper bound); an unknown id (-1, e.g. a
+    tracker's false positive) is a class of its own."""
+    pids = np.asarray(pids, dtype=np.int64)
+    return training_classes(np.where(pids >= 0, pids, -1), "singleton")
 
 
 def size_histogram(sizes: np.ndarray) -> dict[str, int]:
@@ -103,6 +111,9 @@ class ClusterStats:
     cameras_per_cluster: float | None = None
     own_camera_share: float | None = None
     own_camera_chance: float | None = None
+    #: tracklets: ``tracklets_broken``, ``cannot_link_separated`` and counts
+    #: (:func:`cacl.clustering.tracklets.constraint_stats`)
+    constraints: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -117,9 +128,10 @@ class ClusterStats:
         cameras: np.ndarray | None = None,
         features: Any = None,
         k: int = 10,
+        constraints: dict[str, Any] | None = None,
     ) -> ClusterStats:
         """The statistics of ``labels`` (-1 = un-clustered); ``raw``: the labels before the
-        refinement; ``true_pids`` (all >= 0) add NMI / ARI; ``cameras`` the camera spread, and
+        refinement; ``true_pids`` add NMI / ARI (over the rows whose id is known, >= 0); ``cameras`` the camera spread, and
         with ``features`` the own-camera share of their ``k`` nearest neighbours."""
         labels = np.asarray(labels)
         sizes = np.bincount(labels[labels >= 0]) if (labels >= 0).any() else np.zeros(0, int)
@@ -129,10 +141,12 @@ class ClusterStats:
             raw = np.asarray(raw)
             extra["n_clusters_raw"] = int(np.unique(raw[raw >= 0]).size)
             extra["n_outliers_raw"] = int((raw < 0).sum())
-        if true_pids is not None and np.all(np.asarray(true_pids) >= 0):
-            as_classes = training_classes(labels, "singleton")
-            extra["nmi"] = float(normalized_mutual_info_score(true_pids, as_classes))
-            extra["ari"] = float(adjusted_rand_score(true_pids, as_classes))
+        known = None if true_pids is None else np.asarray(true_pids) >= 0
+        if known is not None and known.any():
+            as_classes = training_classes(labels, "singleton")[known]
+            truth = np.asarray(true_pids)[known]
+            extra["nmi"] = float(normalized_mutual_info_score(truth, as_classes))
+            extra["ari"] = float(adjusted_rand_score(truth, as_classes))
         if cameras is not None:
             multi, per_cluster = camera_spread(labels, cameras)
             extra["multi_camera_clusters"], extra["cameras_per_cluster"] = multi, per_cluster
@@ -149,6 +163,7 @@ class ClusterStats:
             eps=None if eps is None else float(eps),
             seconds=dict(seconds or {}),
             knn=dict(knn or {}),
+            constraints=dict(constraints or {}),
             **extra,
         )
 
@@ -193,6 +208,7 @@ class ClusterStats:
         if self.seconds:
             record["seconds"] = {k: round(v, 2) for k, v in self.seconds.items()}
         record.update(self.knn)
+        record.update(self.constraints)
         return record
 
     def summary(self) -> str:
@@ -223,6 +239,13 @@ def describe_clusters(stats: dict) -> str:
         text += (
             f"; {100 * stats['multi_camera_clusters']:.0f}% of clusters span 2+ cameras, "
             f"{stats['cameras_per_cluster']:.2f} cameras per cluster"
+        )
+    if "tracklets_broken" in stats:
+        text += f"; {100 * stats['tracklets_broken']:.1f}% of tracklets broken"
+    if "cannot_link_separated" in stats:
+        text += (
+            f", {100 * stats['cannot_link_separated']:.1f}% of "
+            f"{stats['cannot_link_pairs']} cannot-link pairs kept apart"
         )
     if "own_camera_share" in stats:
         text += (

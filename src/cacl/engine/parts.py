@@ -23,17 +23,37 @@ from cacl.models import CACLNet, use_channels_last
 
 def load_train_data(cfg: Config) -> tuple[ReidDataset, np.ndarray, np.ndarray | None]:
     """The dataset of ``cfg.data`` (generated once per machine for the synthetic set), the
-    camera of every training image, and the true identities where every image has one."""
+    camera of every training image, and the true identities where some images have one (-1:
+    unknown; for the statistics, and for ``train.supervised``)."""
     t = cfg.train
     with distributed.local_main_first():
         dataset = resolve_dataset(**cfg.data.dataset_options())
     check_enough_data(len(dataset.train), t.batch_size, cfg.cluster.min_samples)
     camids = np.array([s.camid for s in dataset.train])
     pids = np.array([s.pid for s in dataset.train])
-    true_pids = pids if np.all(pids >= 0) else None
+    true_pids = pids if np.any(pids >= 0) else None
     if t.supervised and true_pids is None:
         raise CaclError("train.supervised=true needs identities in the training file names")
     return dataset, camids, true_pids
+
+
+def tracklet_constraints(
+    dataset: ReidDataset, camids: np.ndarray, mode: str
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(tracklet ids 0..T-1, cannot-link pairs)`` of the training images when the data has
+    tracklets (``tracklets.csv``), else None; the pairs are empty unless ``mode`` is ``both``
+    and the crops have times. The statistics use both whatever ``mode`` is."""
+    if not dataset.has_tracklets:
+        return None
+    from cacl.clustering.tracklets import cannot_link_pairs, check_tracklets
+
+    sightings = [dataset.sightings.get(s.path) for s in dataset.train]
+    ids = check_tracklets(
+        np.array([-1 if x is None else x.tracklet for x in sightings]), len(sightings)
+    )
+    times = np.array([np.nan if x is None else x.time for x in sightings], dtype=np.float64)
+    pairs = cannot_link_pairs(ids, camids, times)
+    return ids, pairs
 
 
 def describe_run(

@@ -22,13 +22,16 @@ def compute_classes(
     true_pids: np.ndarray | None,
     supervised: bool = False,
     cameras: np.ndarray | None = None,
+    tracklets: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Training classes (N,) and the cluster statistics logged each epoch.
 
     ``cameras`` (one id per row) feed the camera-aware options and the camera statistics.
     Warns when no cluster forms (training goes on with singleton classes, or stops with
     :class:`TrainingError` when ``cfg.on_no_cluster`` is ``stop``) and when one cluster holds
-    more than half of the samples.
+    more than half of the samples. ``tracklets``: ``(ids, cannot-link pairs)`` of the rows; with
+    ``cfg.constraints`` other than ``none`` the clustering keeps them (must-link; ``both``: the
+    cannot-link too) and an outlier tracklet is one class; their statistics are kept either way.
     """
     if supervised:
         assert true_pids is not None
@@ -37,13 +40,21 @@ def compute_classes(
         return classes, stats.as_dict()
     from cacl.clustering import pseudo_labels_with_stats
 
+    constrained = tracklets is not None and cfg.constraints != "none"
     labels, raw = pseudo_labels_with_stats(
         features,
         cameras=cameras,
+        tracklets=tracklets[0] if constrained else None,
+        cannot_link=tracklets[1] if constrained and cfg.constraints == "both" else None,
         **cfg.knn_options(),
         **cfg.clustering_options(),
         **cfg.encoding_options(),
     )
+    constraints = None
+    if tracklets is not None:
+        from cacl.clustering.tracklets import constraint_stats
+
+        constraints = constraint_stats(labels, *tracklets)
     stats = ClusterStats.of(
         labels,
         eps=raw.eps,
@@ -52,6 +63,7 @@ def compute_classes(
         true_pids=true_pids,
         cameras=cameras,
         features=features,
+        constraints=constraints,
     ).as_dict()
     stats["clusters_before_refine"] = raw.n_clusters_raw
     stats["outliers_before_refine"] = raw.n_outliers_raw
@@ -71,4 +83,5 @@ def compute_classes(
             stats["size_max"],
             stats["samples"],
         )
-    return training_classes(labels, outliers), stats
+    groups = tracklets[0] if constrained else None
+    return training_classes(labels, outliers, groups if outliers == "singleton" else None), stats

@@ -47,6 +47,7 @@ from cacl.engine.parts import (
     model_checkpoint,
     results_record,
     step_failure,
+    tracklet_constraints,
 )
 from cacl.engine.preflight import rank_rng_state, resume_state
 from cacl.engine.relabel import compute_classes
@@ -98,6 +99,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         seed_everything(t.seed)
         self.dataset, self.camids, self.true_pids = load_train_data(cfg)
+        self.tracklets = tracklet_constraints(self.dataset, self.camids, cfg.cluster.constraints)
         m = cfg.model
         self.model = build_network(cfg, self.device)
         # without the gray branch the predictor's z enters no loss: DDP must expect that
@@ -251,6 +253,7 @@ class Trainer:
                 self.true_pids,
                 self.cfg.train.supervised,
                 cameras=self.camids,
+                tracklets=self.tracklets,
             )
         )
         for memory in (self.memory, self.memory_tilde):
