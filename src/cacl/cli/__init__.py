@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "export",
     "index",
     "serve",
+    "labels",
     "visrank",
     "report",
 )

@@ -111,7 +111,13 @@ def run_serve(args: argparse.Namespace) -> int:
             if live.reserve(rows):
                 print(f"room for {rows} added images made in {time.perf_counter() - start:.1f} s")
         extractor = query_extractor(live.index, args.checkpoint, args.device)
-        app = create_app(live, Embedder(extractor), settings)
+        from cacl.labels.store import index_tracklets
+
+        names = [hit.name for hit in live.names(0, len(live))]
+        tracklets = index_tracklets(names, live.index.info.get("root"))
+        if tracklets:
+            print(f"labels cover whole tracklets ({len(set(tracklets.values()))} tracklets)")
+        app = create_app(live, Embedder(extractor), settings, tracklets=tracklets)
         host = f"[{args.host}]" if ":" in args.host else args.host
         print(
             f"serving {len(live)} images ({live.index.kind}) at http://{host}:{args.port}/ "

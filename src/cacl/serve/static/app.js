@@ -120,6 +120,7 @@ async function show() {
       const body = await api(`/api/search?${p}`);
       showQuery(s, body.query.camera);
       render(body.results, body.query.camera, body.results.length >= s.top);
+      document.dispatchEvent(new CustomEvent("cacl:rendered", { detail: { query: s.name } }));
       const filter = [s.other ? "other cameras" : "", s.camera ? `camera ${s.camera}` : ""]
         .filter(Boolean)
         .join(", ");
@@ -132,6 +133,7 @@ async function show() {
       if (s.camera) p.set("camera", s.camera);
       const body = await api(`/api/gallery?${p}`);
       render(body.results, null, body.results.length >= s.top);
+      document.dispatchEvent(new CustomEvent("cacl:rendered", { detail: { query: "" } }));
       setStatus(`newest ${body.results.length} of ${body.size} images: click one to search`);
     }
   } catch (error) {

@@ -1,0 +1,1 @@
+"""Labels a person gives (in cacl serve) and the evaluation splits made from them."""
