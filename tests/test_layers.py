@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"evaluation", "baselines"},
     {"checkpoints"},
     {"engine"},
-    {"inference", "report"},
+    {"inference", "report", "labels"},
     {"serve"},
     {"cli", "__main__"},
 ]
