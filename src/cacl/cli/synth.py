@@ -20,9 +20,26 @@ def register(subparsers) -> None:
     parser.add_argument("out", help="output folder")
     parser.add_argument(
         "--preset",
-        default="small",
-        choices=("tiny", "small", "market"),
-        help="size: tiny (tests), small (default; CPU training), market (Market-1501 scale)",
+        default=None,
+        choices=("tiny", "small", "market", "site", "site-tiny"),
+        help="size: tiny (tests), small (default; CPU training), market (Market-1501 scale); "
+        "with --site: site (default: 4 cameras, 3 minutes) or site-tiny (tests)",
+    )
+    parser.add_argument(
+        "--site",
+        action="store_true",
+        help="write a site instead: camera footage (MOTChallenge image sequences, or videos with "
+        "--video), ground truth gt/gt.txt, a tracker-like tracks.txt with faults, and an eval/ "
+        "split of other people in the Market-1501 layout (for cacl crops and cacl train)",
+    )
+    parser.add_argument("--video", action="store_true", help="--site: one MPEG-4 video per camera")
+    parser.add_argument(
+        "--faults",
+        type=float,
+        default=None,
+        metavar="F",
+        help="--site: scale every tracker fault rate (missed boxes, jitter, fragments, identity "
+        "switches, false tracks) by F (1: the defaults, 0: a perfect tracker)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
@@ -70,15 +87,49 @@ def register(subparsers) -> None:
         help="replace a synthetic dataset made with other settings in OUT",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, preset=None)
+
+
+def run_site(args: argparse.Namespace) -> int:
+    from cacl.data.synth.scene_render import generate_site
+
+    summary = generate_site(
+        args.out,
+        preset=args.preset or "site",
+        seed=args.seed,
+        workers=args.workers,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+        video=args.video,
+        faults=args.faults,
+        num_cams=args.cams,
+        num_ids=args.ids,
+        num_test_ids=args.test_ids,
+    )
+    c = summary["counts"]
+    state = "already present" if summary["skipped"] else f"written in {summary['seconds']:.1f} s"
+    print(
+        f"{args.out}: {state}; {len(summary['cameras'])} cameras x {c['frames'] // len(summary['cameras'])} "
+        f"frames, {summary['visits']} visits, {c['gt_boxes']} true boxes, {c['track_boxes']} "
+        f"tracked boxes in {c['tracks']} tracks; eval: {c['query']} queries, "
+        f"{c['bounding_box_test']} gallery images"
+    )
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     from cacl.data.synth import generate
 
+    if args.site:
+        return run_site(args)
+    if args.preset in ("site", "site-tiny"):
+        from cacl.cli import CommandError
+
+        raise CommandError(f"--preset {args.preset} is a site preset: add --site")
+
     summary = generate(
         args.out,
-        preset=args.preset,
+        preset=args.preset or "small",
         seed=args.seed,
         workers=args.workers,
         overwrite=args.overwrite,
