@@ -19,7 +19,11 @@ from cacl.clustering.tracklets import (
     contract_encoding,
     drop_pairs,
     separate,
+    tracklet_cameras,
+    tracklet_means,
 )
+
+ENCODINGS = pytest.mark.parametrize("encoding", ["mean", "contract"])
 
 
 def test_cannot_link_pairs_against_all_pairs():
@@ -77,7 +81,8 @@ def blobs(seed=4, people=6, per=12, dim=12):
     return x.astype(np.float32), pid
 
 
-def test_a_tracklet_is_never_split():
+@ENCODINGS
+def test_a_tracklet_is_never_split(encoding):
     x, pid = blobs()
     rng = np.random.default_rng(5)
     # tracklets of 3 crops, some of them mixing two people (an identity switch)
@@ -87,7 +92,7 @@ def test_a_tracklet_is_never_split():
     for eps in (0.3, 0.5, 0.7):
         plain, _ = pseudo_labels_with_stats(x, eps=eps, k1=8, k2=3, min_samples=3)
         labels, _ = pseudo_labels_with_stats(
-            x, eps=eps, k1=8, k2=3, min_samples=3, tracklets=tracklets
+            x, eps=eps, k1=8, k2=3, min_samples=3, tracklets=tracklets, tracklet_encoding=encoding
         )
         for t in np.unique(tracklets):
             assert len(set(labels[tracklets == t])) == 1
@@ -96,7 +101,8 @@ def test_a_tracklet_is_never_split():
     assert constraint_stats(plain, check_tracklets(tracklets, len(x)))["tracklets_broken"] > 0
 
 
-def test_an_overlapping_pair_is_never_joined():
+@ENCODINGS
+def test_an_overlapping_pair_is_never_joined(encoding):
     x, pid = blobs(seed=6)
     tracklets = np.arange(len(x)) // 4
     ids = check_tracklets(tracklets, len(x))
@@ -109,11 +115,10 @@ def test_an_overlapping_pair_is_never_joined():
             if t_pid[a] == t_pid[b] and (a + b) % 3 == 0
         ]
     )
-    must, _ = pseudo_labels_with_stats(x, eps=0.6, k1=8, k2=3, min_samples=4, tracklets=tracklets)
+    opts = dict(eps=0.6, k1=8, k2=3, min_samples=4, tracklets=tracklets, tracklet_encoding=encoding)
+    must, _ = pseudo_labels_with_stats(x, **opts)
     assert constraint_stats(must, ids, pairs)["cannot_link_separated"] < 1  # they would join
-    both, stats = pseudo_labels_with_stats(
-        x, eps=0.6, k1=8, k2=3, min_samples=4, tracklets=tracklets, cannot_link=pairs
-    )
+    both, stats = pseudo_labels_with_stats(x, **opts, cannot_link=pairs)
     t_label = both[::4]
     for a, b in pairs:
         assert t_label[a] < 0 or t_label[a] != t_label[b]
@@ -162,3 +167,60 @@ def test_outlier_tracklets_are_one_class_each():
     groups = np.array([0, 1, 1, 2, 0])
     assert training_classes(labels, "singleton", groups).tolist() == [0, 1, 1, 2, 0]
     assert training_classes(labels, "singleton").tolist() == [0, 1, 2, 3, 0]
+
+
+def test_tracklet_means_and_cameras_against_a_loop():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(40, 6)).astype(np.float32)
+    ids = check_tracklets(rng.integers(0, 7, 40), 40)
+    means = tracklet_means(x, ids)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    for t in range(ids.max() + 1):
+        m = unit[ids == t].mean(axis=0)
+        np.testing.assert_allclose(means[t], m / np.linalg.norm(m), rtol=1e-5, atol=1e-6)
+    import torch
+
+    assert isinstance(tracklet_means(torch.from_numpy(x), ids), torch.Tensor)
+    cams = np.repeat(np.arange(8), 5)[rng.permutation(40)]
+    first = tracklet_cameras(cams, ids)
+    for t in range(ids.max() + 1):
+        assert first[t] == cams[np.flatnonzero(ids == t)[0]]
+
+
+def test_mean_encoding_joins_the_tracklets_that_contraction_keeps_apart():
+    """A tracklet's crops are near duplicates of each other (a tracker at 5 frames per second):
+    each crop's k-reciprocal neighbours are its own tracklet, so the contracted encoding keeps
+    every tracklet alone; the tracklets' mean features find the person's other tracklets."""
+    rng = np.random.default_rng(7)
+    people, per_person, crops, dim = 8, 3, 12, 16
+    centres = rng.normal(size=(people, dim)) * 3
+    t_pid = np.repeat(np.arange(people), per_person)
+    offsets = rng.normal(size=(people * per_person, dim)) * 0.6
+    x = np.repeat(centres[t_pid] + offsets, crops, axis=0)
+    x += rng.normal(size=x.shape) * 0.02
+    tracklets = np.repeat(np.arange(people * per_person), crops)
+    pid = t_pid[tracklets]
+    opts = dict(eps=0.5, k1=10, k2=3, min_samples=4, refine=False, tracklets=tracklets)
+    contract, _ = pseudo_labels_with_stats(x, **opts, tracklet_encoding="contract")
+    mean, _ = pseudo_labels_with_stats(x, **opts, tracklet_encoding="mean", tracklet_k1=4)
+
+    def joined(labels):  # share of same-person tracklet pairs that share a cluster
+        t_label = labels[::crops]
+        same = [
+            (a, b) for a, b in itertools.combinations(range(len(t_pid)), 2) if t_pid[a] == t_pid[b]
+        ]
+        return np.mean([t_label[a] >= 0 and t_label[a] == t_label[b] for a, b in same])
+
+    assert joined(contract) < 0.2
+    assert joined(mean) > 0.8
+    # and the mean encoding does not join different people
+    t_label = mean[::crops]
+    for label in set(t_label[t_label >= 0]):
+        assert len(set(t_pid[t_label == label])) == 1
+    assert len(set(pid)) == people
+
+
+def test_unknown_tracklet_encoding_is_an_error():
+    x, _ = blobs()
+    with pytest.raises(Exception, match="tracklet_encoding"):
+        pseudo_labels_with_stats(x, tracklets=np.arange(len(x)), tracklet_encoding="median")

@@ -130,6 +130,18 @@ class ClusterConfig:
     # same time never share a cluster (cannot-link); must_link = the first only; none = neither
     # (their statistics are still logged).
     constraints: str = "both"
+    # How tracklets are clustered (docs/method.md, "Tracklets"): mean = one feature per tracklet
+    # (its crops' mean) with the k-reciprocal encoding at tracklet_k1 / tracklet_k2; contract =
+    # the crops' encoding contracted to tracklets (measured never to join two cameras' tracklets
+    # on the synthetic site).
+    tracklet_encoding: str = "mean"
+    tracklet_k1: int = 10
+    tracklet_k2: int = 3
+
+    def tracklet_options(self) -> dict[str, Any]:
+        """The tracklet keyword arguments of :func:`cacl.clustering.pseudo_labels_with_stats`."""
+        names = ("tracklet_encoding", "tracklet_k1", "tracklet_k2")
+        return {name: getattr(self, name) for name in names}
 
     def encoding_options(self) -> dict[str, Any]:
         """The keyword arguments of :func:`cacl.clustering.pseudo_labels.encoding`."""
@@ -410,6 +422,7 @@ def validate(cfg: Config) -> None:
     if cfg.data.view_rng not in ("loader", "sample"):
         raise ConfigError(f"data.view_rng must be loader or sample, got {cfg.data.view_rng!r}")
     _check_choice("cluster.constraints", cfg.cluster.constraints, ("none", "must_link", "both"))
+    _check_choice("cluster.tracklet_encoding", cfg.cluster.tracklet_encoding, ("mean", "contract"))
     if cfg.cluster.outliers not in ("singleton", "drop"):
         raise ConfigError("cluster.outliers must be singleton or drop")
     if cfg.cluster.on_no_cluster not in ("continue", "stop"):

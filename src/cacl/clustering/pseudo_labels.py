@@ -26,7 +26,15 @@ from cacl.clustering.jaccard import encoding_from_neighbors, jaccard_from_encodi
 from cacl.clustering.knn import FeatureArray, knn_prepared, prepare_features
 from cacl.clustering.refine import refine_clusters, refine_from_encoding
 from cacl.clustering.stats import ClusterStats
-from cacl.clustering.tracklets import check_tracklets, contract_encoding, drop_pairs, separate
+from cacl.clustering.tracklets import (
+    TRACKLET_ENCODINGS,
+    check_tracklets,
+    contract_encoding,
+    drop_pairs,
+    separate,
+    tracklet_cameras,
+    tracklet_means,
+)
 from cacl.errors import CaclError
 
 logger = logging.getLogger(__name__)
@@ -73,6 +81,9 @@ def pseudo_labels_with_stats(
     knn: str = "auto",
     tracklets: np.ndarray | None = None,
     cannot_link: np.ndarray | None = None,
+    tracklet_encoding: str = "mean",
+    tracklet_k1: int = 10,
+    tracklet_k2: int = 3,
     **knn_options: Any,
 ) -> tuple[np.ndarray, ClusterStats]:
     """Pseudo labels and what they look like.
@@ -102,6 +113,9 @@ def pseudo_labels_with_stats(
             rows of a tracklet get one label (:mod:`cacl.clustering.tracklets`).
         cannot_link: ``(P, 2)`` pairs of tracklet ids (of ``tracklets`` renumbered 0..T-1 by
             :func:`~cacl.clustering.tracklets.check_tracklets`) that never share a cluster.
+        tracklet_encoding: with ``tracklets``, ``"mean"`` (the k-reciprocal encoding of the
+            tracklets' mean features, with ``tracklet_k1`` / ``tracklet_k2`` in place of ``k1`` /
+            ``k2``) or ``"contract"`` (the crops' encoding contracted to tracklets).
         **knn_options: ``backend``, ``options`` (:class:`ApproximateOptions` or a dict of its
             fields), ``block_size``, ``progress`` of :func:`cacl.clustering.knn.nearest_neighbors`.
 
@@ -111,6 +125,20 @@ def pseudo_labels_with_stats(
     seconds: dict[str, float] = {}
     info: dict[str, Any] = {}
     progress = bool(knn_options.get("progress", False))
+    if tracklet_encoding not in TRACKLET_ENCODINGS:
+        raise CaclError(
+            f"tracklet_encoding must be one of {TRACKLET_ENCODINGS}, got {tracklet_encoding!r}"
+        )
+    weights = ids = None
+    if tracklets is not None and tracklet_encoding == "mean":
+        with _timed(seconds, "tracklets", len(tracklets)):
+            n = int(features.shape[0])
+            ids = check_tracklets(tracklets, n)
+            if cameras is not None:
+                cameras = tracklet_cameras(check_cameras(cameras, n), ids)
+            features = tracklet_means(features, ids)
+            weights = np.bincount(ids).astype(np.float64)
+        k1, k2 = min(tracklet_k1, int(features.shape[0])), tracklet_k2
     v = encoding(
         features,
         k1=k1,
@@ -127,8 +155,7 @@ def pseudo_labels_with_stats(
         info=info,
         **knn_options,
     )
-    weights = ids = None
-    if tracklets is not None:
+    if tracklets is not None and ids is None:
         with _timed(seconds, "tracklets", v.shape[0]):
             ids = check_tracklets(tracklets, v.shape[0])
             v = contract_encoding(v, ids)

@@ -11,6 +11,13 @@ Two constraints (docs/method.md, "Tracklets"):
   same units as the crops' distance. DBSCAN on it weighs each tracklet by its number of crops, so
   ``min_samples`` keeps counting crops. ``V_T`` has at most as many entries as ``V``: it stays
   sparse and scales as the crops' pseudo labels do.
+  That is ``tracklet_encoding="contract"``. On the synthetic site it never joins tracklets of two
+  cameras (a tracklet's crops are each other's nearest neighbours, so ``V_T`` keeps most of its
+  mass on its own column and every other tracklet is far): the default is therefore
+  ``tracklet_encoding="mean"``, the tracklet representation of TAUDL (ECCV 2018) and UTAL
+  (TPAMI 2019): one feature per tracklet, the mean of its crops' features re-normalised, and the
+  k-reciprocal encoding of the tracklets with their own ``k1``/``k2`` (fewer rows per person
+  than crops). Both weigh a tracklet by its crops in DBSCAN.
 - **cannot-link**: two tracklets of one camera whose time spans overlap are two people. Their
   entries are removed from the tracklet graph before DBSCAN (no direct edge), and a cluster that
   still holds such a pair through others (DBSCAN joins by chains) gives up, round by round, the
@@ -32,6 +39,8 @@ from cacl.errors import CaclError
 
 #: ``cluster.constraints`` values: the must-link alone, or must-link and cannot-link.
 CONSTRAINTS = ("must_link", "both")
+#: How tracklets are clustered: their crops' encoding contracted, or their mean features encoded.
+TRACKLET_ENCODINGS = ("mean", "contract")
 
 
 def check_tracklets(tracklets: np.ndarray, n: int) -> np.ndarray:
@@ -60,6 +69,27 @@ def contract_encoding(v: sp.spmatrix, ids: np.ndarray) -> sp.csr_matrix:
     out = (p.T @ sp.csr_matrix(v, dtype=np.float64) @ a).tocsr()
     out.sort_indices()
     return out.astype(np.float32)
+
+
+def tracklet_means(features, ids: np.ndarray):
+    """``(T, D)``: each tracklet's mean of its rows of ``features`` (L2-normalised first, then
+    re-normalised; numpy or torch in, the same kind out, float32)."""
+    import torch
+
+    x = torch.as_tensor(features).float()
+    x = torch.nn.functional.normalize(x, dim=1)
+    index = torch.as_tensor(ids, device=x.device)
+    out = torch.zeros(int(ids.max(initial=-1)) + 1, x.shape[1], device=x.device)
+    out.index_add_(0, index, x)
+    out = torch.nn.functional.normalize(out, dim=1)
+    return out if isinstance(features, torch.Tensor) else out.cpu().numpy()
+
+
+def tracklet_cameras(cameras: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """``(T,)`` camera of every tracklet (that of its first row: a tracklet is one camera's)."""
+    out = np.zeros(int(ids.max(initial=-1)) + 1, dtype=np.int64)
+    out[ids[::-1]] = np.asarray(cameras, dtype=np.int64)[::-1]
+    return out
 
 
 def spans(ids: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

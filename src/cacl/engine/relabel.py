@@ -49,6 +49,7 @@ def compute_classes(
         **cfg.knn_options(),
         **cfg.clustering_options(),
         **cfg.encoding_options(),
+        **cfg.tracklet_options(),
     )
     constraints = None
     if tracklets is not None:
