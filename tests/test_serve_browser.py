@@ -231,3 +231,83 @@ def test_the_page_asks_for_the_token_once(tmp_path_factory):
     finally:
         driver.quit()
         stop_server(process)
+
+
+@pytest.fixture(scope="module")
+def labelling(tmp_path_factory):
+    """A writable server of its own (its labels start empty), its index folder, and a browser."""
+    root = tmp_path_factory.mktemp("browser-labels")
+    index = copy_index(make_template(root / "template"), root / "index")
+    driver = new_driver(root / "profile")
+    process, url = start_server(index)
+    yield driver, url, index
+    driver.quit()
+    stop_server(process)
+
+
+def search_and_label(driver, url: str, name: str) -> None:
+    """Open the search of ``name`` with the labelling view on."""
+    driver.get(f"{url}/?name={name}&top=24")
+    wait(driver, lambda d: "nearest" in status(d))
+    if not driver.find_element(By.ID, "labelling").is_displayed():
+        driver.find_element(By.CSS_SELECTOR, "#label-panel summary").click()
+    if not driver.find_element(By.ID, "labelling").is_selected():
+        driver.find_element(By.ID, "labelling").click()
+    wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card .mark-same")) > 0)
+
+
+def press(driver, name: str, op: str) -> None:
+    driver.find_element(By.CSS_SELECTOR, f'#results .card[data-name="{name}"] .mark-{op}').click()
+
+
+def label_status(driver) -> str:
+    return driver.find_element(By.ID, "label-status").text
+
+
+def summary(driver) -> str:
+    return driver.find_element(By.ID, "label-summary").text
+
+
+def test_label_merge_undo_and_export(labelling, tmp_path):
+    from cacl.cli import main
+    from cacl.data.readers import load_dataset
+
+    driver, url, index = labelling
+    search_and_label(driver, url, gallery_name(0))
+    field = driver.find_element(By.ID, "labeller")
+    field.clear()
+    field.send_keys("ana\t")  # a name, kept for the next visit
+    press(driver, gallery_name(1), "same")
+    wait(driver, lambda d: "same person (identity" in label_status(d))
+    wait(driver, lambda d: summary(d) == "1 identities, 2 images, 1 across cameras")
+    # the keyboard: a focused result and "d"
+    driver.execute_script(
+        "document.querySelector(arguments[0]).focus()",
+        f'#results .card[data-name="{gallery_name(2)}"]',
+    )
+    driver.switch_to.active_element.send_keys("d")
+    wait(driver, lambda d: label_status(d) == f"{gallery_name(2)}: not this person")
+
+    # a second identity, then a mark that joins it with the first: the page asks, we accept
+    search_and_label(driver, url, gallery_name(3))
+    assert driver.find_element(By.ID, "labeller").get_attribute("value") == "ana"
+    press(driver, gallery_name(4), "same")
+    wait(driver, lambda d: summary(d) == "2 identities, 4 images, 2 across cameras")
+    press(driver, gallery_name(1), "same")
+    alert = WebDriverWait(driver, 30).until(lambda d: d.switch_to.alert)
+    assert "merge" in alert.text.lower()
+    alert.accept()
+    wait(driver, lambda d: summary(d) == "1 identities, 4 images, 1 across cameras")
+    # the suggestions are links to searches of indexed images
+    links = driver.find_elements(By.CSS_SELECTOR, "#suggestions a")
+    assert all(link.get_attribute("data-name").endswith(".jpg") for link in links)
+
+    driver.find_element(By.ID, "undo").click()  # the merge is undone, the rest stays
+    wait(driver, lambda d: label_status(d) == "undone")
+    wait(driver, lambda d: summary(d) == "2 identities, 4 images, 2 across cameras")
+
+    out = tmp_path / "split"
+    assert main(["labels", "export", str(index), str(out)]) == 0
+    split = load_dataset("market-test", out)
+    assert len({s.pid for s in split.query}) == 2
+    assert len(split.query) + len(split.gallery) == 4

@@ -169,3 +169,67 @@ def test_export_refuses_without_a_cross_camera_identity(client, tmp_path, capsys
     assert main(["labels", "export", str(live.folder), str(tmp_path / "split")]) == 1
     assert "no labelled identity spans two cameras" in capsys.readouterr().err
     assert not (tmp_path / "split").exists()
+
+
+ANN, BOB = "ann-personal-token-0123456789", "bob-personal-token-0123456789"
+
+
+def test_personal_tokens_name_who_marks(template, tmp_path):
+    from cacl.serve.security import read_people
+    from cacl.serve.settings import ServeSettings
+
+    people_file = tmp_path / "people.txt"
+    people_file.write_text(f"# who labels\nAnn Lee {ANN}\n\nbob {BOB}  # the night shift\n")
+    people = read_people(people_file)
+    assert people == {ANN: "Ann Lee", BOB: "bob"}
+    extractor = FeatureExtractor(template.parent / "run" / "best.pt", device="cpu")
+    live = LiveIndex.open(copy_index(template, tmp_path / "index"), writable=True)
+    settings = ServeSettings(people=people, allowed_hosts=None)
+    try:
+        http = TestClient(create_app(live, Embedder(extractor), settings), base_url=BASE)
+        body = {"op": "same", "a": gallery_name(0), "b": gallery_name(1)}
+        assert http.post("/api/labels", json=body).status_code == 401  # no token
+        wrong = {"Authorization": "Bearer not-a-token-of-anyone-here"}
+        assert http.post("/api/labels", json=body, headers=wrong).status_code == 401
+        ann = {"Authorization": f"Bearer {ANN}"}
+        bob = {"Authorization": f"Bearer {BOB}"}
+        # ann's token marks for ann, whatever name the page sends or leaves out
+        assert http.post("/api/labels", json=body, headers=ann).status_code == 201
+        refused = http.post("/api/labels", json={**body, "by": "bob"}, headers=ann)
+        assert refused.status_code == 403 and "Ann Lee" in refused.json()["detail"]
+        other = {"op": "same", "a": gallery_name(3), "b": gallery_name(4), "by": "bob"}
+        assert http.post("/api/labels", json=other, headers=bob).status_code == 201
+        seen = http.get("/api/labels", headers=bob).json()
+        assert seen["by"] == {"Ann Lee": 1, "bob": 1} and seen["you"] == "bob"
+        # undo takes the caller's own last mark: bob cannot undo ann's
+        assert http.post("/api/labels/undo", json={}, headers=bob).status_code == 200
+        assert http.post("/api/labels/undo", json={}, headers=bob).status_code == 404
+        assert http.get("/api/labels", headers=ann).json()["by"] == {"Ann Lee": 1}
+        # the sign-in form takes a personal token and the cookie carries it
+        signed = http.post("/login", data={"token": BOB}, follow_redirects=False)
+        assert signed.status_code == 303
+        assert http.get("/api/labels").json()["you"] == "bob"
+    finally:
+        live.close()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "names nobody"),
+        (f"{ANN}\n", "NAME TOKEN"),
+        (f"ann {ANN}\nbob {ANN}\n", "has the token of ann"),
+        (f"ann {ANN}\nann {BOB}\n", "has a token already"),
+        (f"<b> {ANN}\n", "NAME TOKEN"),
+    ],
+)
+def test_bad_people_files_say_what_to_fix(tmp_path, text, message):
+    from cacl.serve.security import ServeError, check_bind, read_people
+
+    path = tmp_path / "people.txt"
+    path.write_text(text)
+    with pytest.raises(ServeError, match=message):
+        read_people(path)
+    with pytest.raises(ServeError, match="fewer than"):
+        check_bind("0.0.0.0", None, {"short": "ann"})
+    check_bind("0.0.0.0", None, {ANN: "ann"})  # a personal token is a token

@@ -33,6 +33,13 @@ def register(subparsers) -> None:
         "--token", default=None, help=f"access token (default: ${TOKEN_ENV}; none on loopback)"
     )
     parser.add_argument(
+        "--people",
+        default=None,
+        metavar="FILE",
+        help="personal tokens, one 'NAME TOKEN' per line: each lets its person in, and the "
+        "labels marked with it are that person's",
+    )
+    parser.add_argument(
         "--checkpoint", default=None, help="embed crops with this model instead of the index's"
     )
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
@@ -83,11 +90,12 @@ def run_serve(args: argparse.Namespace) -> int:
     from cacl.inference import query_extractor
     from cacl.inference.live import LiveIndex
     from cacl.serve.embedder import Embedder
-    from cacl.serve.security import check_bind, is_loopback
+    from cacl.serve.security import check_bind, is_loopback, read_people
     from cacl.serve.settings import LOOPBACK_HOSTS, ServeSettings
 
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
-    check_bind(args.host, token)
+    people = read_people(args.people) if args.people else None
+    check_bind(args.host, token, people)
     if not 0 <= args.port <= 65535:
         raise CommandError(f"--port must be between 0 and 65535, got {args.port}")
     if args.search_threads < 0:
@@ -96,8 +104,11 @@ def run_serve(args: argparse.Namespace) -> int:
         raise CommandError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     settings = ServeSettings(
         token=token,
+        people=people,
         # on loopback without a token, only loopback Host names (no DNS rebinding)
-        allowed_hosts=LOOPBACK_HOSTS if is_loopback(args.host) and token is None else None,
+        allowed_hosts=(
+            LOOPBACK_HOSTS if is_loopback(args.host) and token is None and not people else None
+        ),
         max_upload_bytes=int(args.max_upload_mb * (1 << 20)),
         search_threads=args.search_threads,
     )
@@ -121,7 +132,8 @@ def run_serve(args: argparse.Namespace) -> int:
         host = f"[{args.host}]" if ":" in args.host else args.host
         print(
             f"serving {len(live)} images ({live.index.kind}) at http://{host}:{args.port}/ "
-            f"{'with a token' if token else 'without a token'}; Ctrl+C stops",
+            f"{'with a token' if token else 'without a token'}"
+            f"{f', {len(people)} personal tokens' if people else ''}; Ctrl+C stops",
             flush=True,
         )
         uvicorn.run(

@@ -10,7 +10,9 @@
   3. with a token, the request carries it as ``Authorization: Bearer TOKEN`` or as the
      ``cacl_token`` cookie that ``POST /login`` sets (HttpOnly, SameSite=Strict), compared
      with :func:`hmac.compare_digest`; else 401 (JSON for ``/api/``, the login form for pages).
-     Only ``POST /login`` and the stylesheet (:data:`PUBLIC`) are answered without it;
+     Only ``POST /login`` and the stylesheet (:data:`PUBLIC`) are answered without it.
+     Personal tokens (``settings.people``) are accepted too, and name the person
+     (``request.state.person``) whose labels the request makes;
   4. a request body longer than ``max_upload_bytes`` is refused (413) from its
      ``Content-Length`` before it is read, or as soon as the bytes received pass the limit.
   Every response gets ``nosniff``, a same-origin content security policy, no framing and no
@@ -23,8 +25,11 @@ import hmac
 import html
 import ipaddress
 import json
+import os
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import CookieError, SimpleCookie
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -60,6 +65,40 @@ class ServeError(CaclError):
     """The server cannot start as asked."""
 
 
+#: a person's name in a people file and in the labels
+PERSON = re.compile(r"^[\w .@-]{1,64}$")
+
+
+def read_people(path: str | os.PathLike) -> dict[str, str]:
+    """Personal tokens from a text file, one ``NAME TOKEN`` per line (the token is the last
+    word; ``#`` starts a comment): ``{token: name}``."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ServeError(f"cannot read the people file {path}: {exc}") from None
+    people: dict[str, str] = {}
+    for number, line in enumerate(lines, start=1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, _, token = line.rpartition(" ")
+        name = name.strip()
+        where = f"{path}, line {number}"
+        if not name or not PERSON.match(name):
+            raise ServeError(
+                f"{where}: write NAME TOKEN (a name of up to 64 letters, digits, spaces or . @ - _)"
+            )
+        if token in people:
+            raise ServeError(f"{where}: {name} has the token of {people[token]}")
+        if name in people.values():
+            raise ServeError(f"{where}: {name} has a token already")
+        people[token] = name
+    if not people:
+        raise ServeError(f"the people file {path} names nobody (one NAME TOKEN per line)")
+    return people
+
+
 def is_loopback(host: str) -> bool:
     if host in LOOPBACK_HOSTS:
         return True
@@ -69,8 +108,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_bind(host: str, token: str | None) -> None:
+def check_bind(host: str, token: str | None, people: dict[str, str] | None = None) -> None:
     """Refuse a non-loopback address without a token, and any too-short token."""
+    for name in (people or {}).values():
+        if not name:
+            raise ServeError("every personal token needs a name")
+    short = [n for t, n in (people or {}).items() if len(t) < MIN_TOKEN_LENGTH]
+    if short:
+        raise ServeError(
+            f"{short[0]}'s token has fewer than {MIN_TOKEN_LENGTH} characters; make one with: "
+            "python -c 'import secrets; print(secrets.token_urlsafe())'"
+        )
+    if people:
+        token = token or next(iter(people))
     if token is not None and len(token) < MIN_TOKEN_LENGTH:
         raise ServeError(
             f"the token must have at least {MIN_TOKEN_LENGTH} characters; make one with: "
@@ -195,8 +245,10 @@ class Guard:
                 return 400, _json("unexpected Host header"), json_type, []
         if scope["method"] not in ("GET", "HEAD") and cross_site(scope):
             return 403, _json("cross-site requests are refused"), json_type, []
-        if settings.token is not None and (scope["method"], path) not in PUBLIC:
-            if not token_matches(request_token(scope), settings.token):
+        if settings.guarded and (scope["method"], path) not in PUBLIC:
+            accepted, person = settings.person_of(request_token(scope))
+            scope.setdefault("state", {})["person"] = person
+            if not accepted:
                 challenge = [(b"www-authenticate", b'Bearer realm="cacl"')]
                 if path.startswith("/api/"):
                     return 401, _json("a valid token is needed"), json_type, challenge

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -26,10 +25,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from cacl.labels.store import LabelConflict, LabelError
+from cacl.serve.security import PERSON
 from cacl.serve.state import ServeState, parse_int, state
 
 router = APIRouter()
-_WHO = re.compile(r"^[\w .@-]{1,64}$")
+_WHO = PERSON
 SUGGEST_CANDIDATES = 256  # unlabelled images scored per suggestion request
 
 
@@ -43,12 +43,17 @@ async def _body(request: Request) -> dict[str, Any]:
     return body
 
 
-def _who(body: dict[str, Any]) -> str | None:
+def _who(request: Request, body: dict[str, Any]) -> str | None:
+    """Who marks: the person of a personal token (a request cannot speak for another), else
+    the name the page sends."""
+    person = getattr(request.state, "person", None)
     who = body.get("by")
     if who in (None, ""):
-        return None
+        return person
     if not isinstance(who, str) or not _WHO.match(who):
         raise HTTPException(400, "by: up to 64 letters, digits, spaces or . @ - _")
+    if person is not None and who != person:
+        raise HTTPException(403, f"this token is {person}'s: it cannot mark for {who}")
     return who
 
 
@@ -78,7 +83,7 @@ def identities_json(s: ServeState) -> dict[str, Any]:
 
 @router.get("/api/labels")
 def all_labels(request: Request) -> dict:
-    return identities_json(state(request))
+    return {**identities_json(state(request)), "you": getattr(request.state, "person", None)}
 
 
 @router.get("/api/labels/image")
@@ -101,7 +106,7 @@ async def mark(request: Request) -> Any:
     if not isinstance(merge, bool):
         raise HTTPException(400, "merge: true or false")
     try:
-        event = s.labels.mark(op, a, b, who=_who(body), merge=merge)
+        event = s.labels.mark(op, a, b, who=_who(request, body), merge=merge)
     except LabelConflict as exc:
         detail = {"detail": str(exc), "identities": list(exc.identities)}
         detail["merge"] = "merge" in str(exc)
@@ -119,7 +124,7 @@ async def undo(request: Request) -> dict:
     if target is not None and not isinstance(target, str):
         raise HTTPException(400, "event: an event id")
     try:
-        event = s.labels.undo(who=_who(body), event_id=target)
+        event = s.labels.undo(who=_who(request, body), event_id=target)
     except LabelError as exc:
         raise HTTPException(404, str(exc)) from None
     return {"event": event}

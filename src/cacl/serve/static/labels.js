@@ -80,6 +80,11 @@
       call("/api/labels"),
       call("/api/labels/suggest?count=8"),
     ]);
+    if (all.you) {
+      // a personal token: the server knows who marks
+      $("labeller").value = all.you;
+      $("labeller").disabled = true;
+    }
     const images = (all.identities || []).reduce((n, i) => n + i.images.length, 0);
     $("label-summary").textContent =
       `${(all.identities || []).length} identities, ${images} images, ` +
