@@ -16,8 +16,9 @@ port, and for ``--duration`` seconds per phase:
 Each client keeps one HTTP/1.1 connection open and sends its next request when the answer
 arrives. Printed per phase: requests, requests/s, p50 / p99 / max latency, errors; the server's
 peak resident memory (``VmHWM``); whether the goals are met (search by name >= 300 requests/s
-with p99 <= 50 ms; upload p99 <= 250 ms; every add answered, no failed request). One JSON line
-per run is appended to ``benchmarks/results/serve.jsonl`` (``--no-record``: not).
+with p99 <= 50 ms; upload p99 <= 250 ms; every add answered, no failed request; ``name+st``:
+searches by name ranked by appearance and time, over random times and a random transit
+model). One JSON line per run is appended to ``benchmarks/results/serve.jsonl`` (``--no-record``: not).
 
     nice python benchmarks/bench_serve.py                            # 10^5 images, 60 s a phase
     python benchmarks/bench_serve.py --duration 5 --size 10000 --adds 100   # smoke run
@@ -135,6 +136,25 @@ def build_index(args: argparse.Namespace) -> tuple[Path, dict]:
     (folder / BUILD_FACTS).write_text(json.dumps({"build_s": facts["build_s"]}))
     print(f"index: {args.size} x {dim} ({index.kind}) built in {facts['build_s']:.1f} s: {folder}")
     return folder, facts
+
+
+def write_times(folder: Path, names: list[str]) -> Path:
+    """A ``times.csv`` of random times (an hour) in the index's gallery root and a random
+    transit model of the cameras (``transit.json`` in the index folder), for ``name+st``."""
+    import numpy as np
+
+    from cacl.temporal import TransitModel
+
+    root = Path(json.loads((folder / "manifest.json").read_text())["root"])
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    times = rng.uniform(0, 3600, len(names))
+    lines = "".join(f"{n},{t:.2f}\n" for n, t in zip(names, times))
+    (root / "times.csv").write_text("name,time\n" + lines)
+    counts = rng.integers(0, 3, (CAMERAS, CAMERAS, 600))
+    path = folder.parent / "transit.json"
+    TransitModel(counts, 1.0, np.full((CAMERAS, CAMERAS), 5.0)).save(path)
+    return path
 
 
 # ---------------------------------------------------------------------- the server
@@ -274,6 +294,7 @@ def run_phase(
     duration: float,
     adds: int,
     add_seed: int,
+    st: bool = False,
 ) -> dict:
     stop = threading.Event()
     searches, additions = Tally(), Tally()
@@ -284,7 +305,8 @@ def run_phase(
         sent = 0
         while not stop.is_set():
             if kind == "name":
-                query = urllib.parse.urlencode({"name": rng.choice(names), "top": 10})
+                fields = {"name": rng.choice(names), "top": 10, **({"st": 1} if st else {})}
+                query = urllib.parse.urlencode(fields)
                 seconds, error, _ = client.request("GET", f"/api/search?{query}")
             else:
                 # a new crop every time: the server keeps the features of a crop it has seen (by
@@ -419,7 +441,7 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true", help="do not append a JSON line")
     args = parser.parse_args()
     phases_asked = [p.strip() for p in args.phases.split(",") if p.strip()]
-    unknown = set(phases_asked) - {"name", "upload", "name+adds", "upload+adds"}
+    unknown = set(phases_asked) - {"name", "upload", "name+adds", "upload+adds", "name+st"}
     if unknown:
         parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
 
@@ -429,6 +451,8 @@ def main() -> None:
         return
     port = free_port()
     options = shlex.split(args.serve_options)
+    if "name+st" in phases_asked:
+        options += ["--transit", str(write_times(folder, index_names(args.size)))]
     process, startup = start_server(folder, port, folder.parent / "serve.log", options)
     print(f"server: pid {process.pid}, port {port}, ready in {startup:.1f} s")
     phases: dict[str, dict] = {}
@@ -438,7 +462,8 @@ def main() -> None:
             kind = "name" if phase.startswith("name") else "upload"
             clients = args.clients if kind == "name" else args.upload_clients
             adds = args.adds if phase.endswith("+adds") else 0
-            result = run_phase(port, names, kind, clients, args.duration, adds, 1_000_000 * (n + 1))
+            result = run_phase(port, names, kind, clients, args.duration, adds, 1_000_000 * (n + 1),
+                               st=phase.endswith("+st"))  # fmt: skip
             result["memory"] = server_memory_mb(process.pid)
             phases[phase] = result
             print_phase(phase, result)

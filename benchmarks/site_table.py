@@ -97,11 +97,17 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/site_table.jsonl")
     parser.add_argument("overrides", nargs="*", help="more SECTION.KEY=VALUE for cacl train")
     parser.add_argument("--summary", action="store_true", help="print the table of --out and stop")
+    parser.add_argument(
+        "--keep", metavar="DIR", help="keep the sites, crops and runs in DIR (default: deleted)"
+    )
     args = parser.parse_args()
     if args.summary:
         summarize(args.out)
         return
-    with tempfile.TemporaryDirectory(prefix="cacl-site-") as folder:
+    if args.keep:
+        Path(args.keep).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="cacl-site-") as scratch:
+        folder = args.keep or scratch
         for seed in args.seeds:
             site, crops = Path(folder) / f"site{seed}", Path(folder) / f"crops{seed}"
             start = time.monotonic()

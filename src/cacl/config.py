@@ -54,8 +54,11 @@ class DataConfig:
     def dataset_options(self, name: str | None = None, root: str | None = None) -> dict[str, Any]:
         """The arguments of :func:`cacl.data.default.resolve_dataset`; ``name`` / ``root`` (a
         command line's ``--data`` / ``--root``) override the config's: a new name comes with its
-        own root (None: the synthetic cache), a root alone keeps the name."""
+        own root (None: the synthetic cache), a root alone keeps the name; either drops the
+        config's ``eval_root`` (the command line names the data to use)."""
+        eval_root = self.eval_root
         if name or root:
+            eval_root = None
             name, root = name or self.name, root
         else:
             name, root = self.name, self.root
@@ -68,7 +71,7 @@ class DataConfig:
             "camera": self.camera,
             "cam_regex": self.cam_regex,
             "tracklets": self.tracklets,
-            "eval_root": self.eval_root,
+            "eval_root": eval_root,
         }
 
 

@@ -42,6 +42,20 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--checkpoint", default=None, help="embed crops with this model instead of the index's"
     )
+    parser.add_argument(
+        "--transit",
+        default=None,
+        metavar="FILE",
+        help="a transit-time model (a run's transit.json) for searches by appearance and time "
+        "(st=1); default: transit.json beside the index's checkpoint, when the indexed images "
+        "have times (tracklets.csv or times.csv in the gallery root)",
+    )
+    parser.add_argument(
+        "--st-candidates",
+        type=int,
+        default=500,
+        help="nearest images by appearance that st=1 re-orders by time (default 500)",
+    )
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
     parser.add_argument(
         "--cam-regex",
@@ -128,7 +142,8 @@ def run_serve(args: argparse.Namespace) -> int:
         tracklets = index_tracklets(names, live.index.info.get("root"))
         if tracklets:
             print(f"labels cover whole tracklets ({len(set(tracklets.values()))} tracklets)")
-        app = create_app(live, Embedder(extractor), settings, tracklets=tracklets)
+        timing = _timing(args, live, names)
+        app = create_app(live, Embedder(extractor), settings, tracklets=tracklets, timing=timing)
         host = f"[{args.host}]" if ":" in args.host else args.host
         print(
             f"serving {len(live)} images ({live.index.kind}) at http://{host}:{args.port}/ "
@@ -147,3 +162,35 @@ def run_serve(args: argparse.Namespace) -> int:
     finally:
         live.close()
     return 0
+
+
+def _timing(args, live, names):
+    """The :class:`~cacl.serve.timing.TimeRanking` of ``--transit`` (or the checkpoint's run),
+    ``None`` when the images have no times or there is no model; said on the console."""
+    from pathlib import Path
+
+    from cacl.cli import CommandError
+    from cacl.serve.timing import TimeRanking, index_times
+    from cacl.temporal.transit import TRANSIT_FILE, TransitModel
+
+    if args.st_candidates < 1:
+        raise CommandError(f"--st-candidates must be at least 1, got {args.st_candidates}")
+    path = args.transit
+    if path is None:
+        checkpoint = live.index.info.get("checkpoint")
+        candidate = Path(checkpoint).parent / TRANSIT_FILE if checkpoint else None
+        path = candidate if candidate is not None and candidate.is_file() else None
+    times = index_times(names, live.index.info.get("root"))
+    if path is None or not times:
+        if args.transit:
+            raise CommandError(
+                f"--transit {args.transit}: the indexed images have no times (give a times.csv "
+                "or tracklets.csv in the gallery root)"
+            )
+        return None
+    model = TransitModel.load(path)
+    print(
+        f"ranking by appearance and time offered (st=1): {len(times)} of {len(names)} images "
+        f"have times, transit model {path}"
+    )
+    return TimeRanking(model, times, args.st_candidates)

@@ -100,6 +100,10 @@ class Trainer:
         seed_everything(t.seed)
         self.dataset, self.camids, self.true_pids = load_train_data(cfg)
         self.tracklets = tracklet_constraints(self.dataset, self.camids, cfg.cluster.constraints)
+        from cacl.data.times import sample_times
+
+        # a site's crops on one clock: the transit model of each epoch's pseudo labels
+        self.train_times = sample_times(self.dataset, "train")
         m = cfg.model
         self.model = build_network(cfg, self.device)
         # without the gray branch the predictor's z enters no loss: DDP must expect that
@@ -453,6 +457,21 @@ class Trainer:
             atomic_save(state, self.output / LAST)
         distributed.barrier()
 
+    def _save_transit(self, number: int) -> None:
+        """``transit.json`` of this epoch's pseudo labels, when the training crops have times
+        on one clock (``cacl eval --st`` and ``cacl serve`` use it); never fails a run."""
+        times = self.train_times
+        if not self.is_main or times is None or not np.isfinite(times).all():
+            return
+        from cacl.temporal.transit import TRANSIT_FILE, fit_transit
+
+        try:
+            fit_transit(self.classes, self.camids, times, int(self.camids.max()) + 1).save(
+                self.output / TRANSIT_FILE
+            )
+        except Exception as exc:  # noqa: BLE001 - a diagnostic output, never the run's end
+            log.warning("epoch %d: no transit-time model (%s)", number, exc)
+
     def _run_epoch(self) -> dict[str, Any]:
         """Relabel, train, maybe evaluate; return the epoch's history record."""
         t, number = self.cfg.train, self.epoch + 1
@@ -464,6 +483,7 @@ class Trainer:
         if number == 1:  # what the plan counts on (clustering the memory alone)
             self.stages["relabel_seconds"] = record["relabel_seconds"]
         log.info("epoch %d: %s", number, describe_clusters(record["cluster"]))
+        self._save_transit(number)
         t0 = budget.clock()
         record["loss"] = self.train_epoch()
         record["train_seconds"] = round(budget.clock() - t0, 1)

@@ -40,7 +40,7 @@ def squared_euclidean(query: torch.Tensor, gallery: torch.Tensor) -> np.ndarray:
     return dist.numpy()
 
 
-def network_distances(
+def network_features(
     network: torch.nn.Module,
     dataset: ReidDataset,
     *,
@@ -49,13 +49,12 @@ def network_distances(
     device: torch.device,
     batch_size: int = 128,
     workers: int = 0,
-    rerank: bool = False,
     progress: bool = True,
     shard: bool = False,
     branch: int = 1,
-) -> np.ndarray:
-    """Query x gallery distances of ``network``'s features in eval mode (a CACL network then
-    returns branch 1's ``x``): squared Euclidean, or k-reciprocal re-ranked with ``rerank``.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(query, gallery)`` features of ``network`` in eval mode (a CACL network then returns
+    branch 1's ``x``); the gallery's rows follow the queries' in one storage.
 
     ``branch=2`` scores the gray branch of a CACL network instead, on gray-scale images (a
     diagnostic: inference always uses branch 1). ``shard=True``: every rank of a process group
@@ -92,6 +91,15 @@ def network_distances(
         forward, dataset.gallery, transform, desc="gallery", out=gallery_rows, **kwargs
     )
     network.train(was_training)
+    return qf, gf
+
+
+def network_distances(
+    network: torch.nn.Module, dataset: ReidDataset, *, rerank: bool = False, **kwargs
+) -> np.ndarray:
+    """Query x gallery distances of :func:`network_features` (same keyword arguments):
+    squared Euclidean, or k-reciprocal re-ranked with ``rerank``."""
+    qf, gf = network_features(network, dataset, **kwargs)
     if rerank:
         from cacl.evaluation import re_ranking_features
 

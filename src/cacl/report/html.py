@@ -249,6 +249,22 @@ def render_page(
     if cams is not None:
         body.append(_figure(cams, "camera statistics per epoch"))
 
+    transit = run_dir / "transit.json"
+    if transit.is_file():
+        from cacl.errors import CaclError
+        from cacl.temporal.transit import TransitModel
+
+        body.append("<h2>Transit times between cameras</h2>")
+        try:
+            picture = plots.transit_curves(TransitModel.load(transit))
+            body.append(_figure(picture, "transit times"))
+            body.append(
+                '<p class="small">From the last epoch\'s pseudo labels; <code>cacl eval RUN '
+                "--st</code> ranks by appearance and time with it.</p>"
+            )
+        except CaclError as exc:
+            body.append(f"<p>{_esc(exc)}</p>")
+
     body.append("<h2>CMC curve of the best model</h2>")
     if ranking is not None:
         r = ranking.result

@@ -189,3 +189,25 @@ def cmc_curve(cmc: np.ndarray, title: str = "CMC curve") -> bytes | None:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return _png(fig)
+
+
+def transit_curves(model: Any, pairs: int = 12) -> bytes | None:
+    """One curve per ordered camera pair of a transit model (its smoothed distribution of the
+    seconds from one camera to the other), the ``pairs`` with most samples."""
+    totals = model.counts.sum(2)
+    order = [(a, b) for a, b in zip(*np.unravel_index(np.argsort(-totals, axis=None), totals.shape))
+             if a != b and totals[a, b] > 0][:pairs]  # fmt: skip
+    if not order:
+        return None
+    fig = Figure(figsize=(7, 3.6))
+    ax = fig.add_subplot()
+    seconds = (np.arange(model.counts.shape[2]) + 0.5) * model.bin_s
+    for a, b in order:
+        ax.plot(seconds, model.pair_density(a, b), label=f"{a + 1}->{b + 1} ({totals[a, b]})")
+    ax.set_xlabel("seconds from the first camera to the second")
+    ax.set_ylabel("probability per bin")
+    ax.set_title(f"transit times ({model.source} labels)")
+    ax.legend(fontsize=7, ncol=2, title="cameras (transits)", title_fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)

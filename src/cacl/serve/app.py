@@ -27,6 +27,7 @@ nearest first, with the names of ``names.json`` (added images: ``added/...``).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from anyio import CapacityLimiter
 from fastapi import FastAPI, Request
@@ -59,10 +60,12 @@ def create_app(
     embed: Embed | None,
     settings: ServeSettings | None = None,
     tracklets: dict[str, str] | None = None,
+    timing: Any = None,
 ) -> FastAPI:
     """The application over ``live``; ``embed`` turns crops into features (``None``: no
     uploads, searches by name only); ``tracklets``: image name -> tracklet, so that a label
-    covers a whole tracklet."""
+    covers a whole tracklet; ``timing``: a :class:`cacl.serve.timing.TimeRanking` (searches
+    with ``st=1`` rank by appearance and time)."""
     settings = settings or ServeSettings()
     app = FastAPI(title="cacl serve", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(Guard, settings=settings)
@@ -76,6 +79,7 @@ def create_app(
         labels=LabelStore(live.folder, known=_Known(live), tracklets=tracklets),
         # searches run on their own few threads, not anyio's default 40 (see ServeSettings)
         search_slots=CapacityLimiter(settings.search_threads or usable_cores()),
+        timing=timing,
     )
 
     @app.exception_handler(CaclError)

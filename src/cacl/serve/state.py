@@ -39,6 +39,8 @@ class ServeState:
     queries: QueryStore
     labels: LabelStore
     search_slots: CapacityLimiter
+    #: the times of the indexed images and a transit model (``st=1`` searches), or ``None``
+    timing: Any = None
 
     def need_embed(self) -> Embed:
         if self.embed is None:
@@ -76,8 +78,12 @@ def text(value: Any) -> str | None:
     return None if value in (None, "") or isinstance(value, UploadFile) else str(value)
 
 
-def hits_json(hits: list[Hit]) -> list[dict[str, Any]]:
-    return [{"name": h.name, "distance": round(h.distance, 6), "camera": h.camera} for h in hits]
+def hits_json(hits: list[Hit], timing: Any = None) -> list[dict[str, Any]]:
+    out = [{"name": h.name, "distance": round(h.distance, 6), "camera": h.camera} for h in hits]
+    if timing is not None:
+        for row in out:
+            row["time"] = timing.time_of(row["name"])
+    return out
 
 
 def media_type(path: Path) -> str:

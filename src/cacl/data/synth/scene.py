@@ -21,7 +21,7 @@ from cacl.data.synth.plan import stream
 from cacl.errors import CaclError
 
 # stream keys of the site (kept apart from the crop generator's)
-ROUTES, VISIT, FAULTS, TRANSIT, TEST = 101, 102, 103, 104, 105
+ROUTES, VISIT, FAULTS, TRANSIT, TEST, TEST_TIMES = 101, 102, 103, 104, 105, 106
 
 
 @dataclass(frozen=True)
@@ -136,6 +136,25 @@ def plan_visits(cfg: SiteConfig, seed: int) -> list[Visit]:
             visits.append(Visit(pid, int(cam), t, t + length, feet, size, bool(rng.random() < 0.5)))
             t += length
     return visits
+
+
+def test_times(cfg: SiteConfig, seed: int, pid: int, cams: list[int], per_cam: int) -> dict:
+    """``{cam: [seconds of its per_cam images]}`` of an eval-split person seen in ``cams``:
+    a route through them in random order with the training people's transit times (its own
+    stream: the eval images' pixels do not depend on it)."""
+    rng = stream(seed, TEST_TIMES, pid)
+    means = transit_means(cfg, seed)
+    route = [cams[i] for i in rng.permutation(len(cams))]
+    t = float(rng.uniform(0.0, cfg.duration * 0.45))
+    out = {}
+    for i, cam in enumerate(route):
+        if i:
+            mean = means[route[i - 1], cam]
+            t += max(1.0, float(rng.normal(mean, 0.15 * mean)))
+        length = float(rng.uniform(*cfg.visit_seconds))
+        out[cam] = sorted(float(v) for v in rng.uniform(t, t + length, per_cam))
+        t += length
+    return out
 
 
 def frame_time(cfg: SiteConfig, frame: int) -> float:

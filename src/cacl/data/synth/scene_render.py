@@ -47,6 +47,7 @@ from cacl.data.synth.scene import (
     ground_truth,
     plan_visits,
     site_config,
+    test_times,
     tracker_output,
     transit_means,
 )
@@ -190,10 +191,13 @@ def _eval_split(out: Path, cfg: SiteConfig, seed: int) -> dict:
     for split in counts:
         (out / "eval" / split).mkdir(parents=True, exist_ok=True)
     serial = 0
+    times = []
     for pid in range(1, cfg.num_test_ids + 1):
         rng = stream(seed, EVAL, pid)
         n = int(rng.integers(cfg.cams_per_id[0], cfg.cams_per_id[1] + 1))
-        for cam in sorted(rng.permutation(cfg.num_cams)[:n]):
+        cams = sorted(int(c) for c in rng.permutation(cfg.num_cams)[:n])
+        seen = test_times(cfg, seed, pid, cams, cfg.test_images_per_cam)
+        for cam in cams:
             scene = background(seed, key, int(cam), cfg.width, cfg.height)
             for i in range(cfg.test_images_per_cam):
                 serial += 1
@@ -218,7 +222,10 @@ def _eval_split(out: Path, cfg: SiteConfig, seed: int) -> dict:
                 split = "query" if i == 0 else "bounding_box_test"
                 name = f"{pid:04d}_c{int(cam) + 1}s1_{serial:06d}_00.jpg"
                 crop.save(out / "eval" / split / name, quality=cfg.jpeg_quality)
+                times.append(f"{name},{seen[cam][i]:.3f}")
                 counts[split] += 1
+    # the site clock's seconds of every eval image (cacl eval --st, cacl serve st=1)
+    _write_text(out / "eval" / "times.csv", "name,time\n" + "\n".join(times) + "\n")
     return counts
 
 

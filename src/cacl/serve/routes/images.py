@@ -44,7 +44,7 @@ def gallery(request: Request) -> dict:
     start = parse_int(values.get("start"), "start", 0, 0, 1 << 40)
     count = parse_int(values.get("count"), "count", 48, 1, s.settings.max_top)
     found = s.live.names(start, count, text(values.get("camera")))
-    return {"start": start, "size": len(s.live), "results": hits_json(found)}
+    return {"start": start, "size": len(s.live), "results": hits_json(found, s.timing)}
 
 
 @router.get("/api/images/{name:path}")

@@ -3,6 +3,7 @@ crop) and ``GET /api/stats``."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,8 @@ class SearchParams:
     camera: str | None
     other_cameras: bool
     query_camera: str | None
+    st: bool = False
+    query_time: float | None = None
 
     @classmethod
     def parse(cls, values: Mapping[str, Any], max_top: int) -> SearchParams:
@@ -35,7 +38,21 @@ class SearchParams:
             text(values.get("camera")),
             flag(values, "other_cameras"),
             text(values.get("query_camera")),
+            flag(values, "st"),
+            seconds(text(values.get("query_time"))),
         )
+
+
+def seconds(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise HTTPException(400, f"query_time must be seconds, got {value!r}") from None
+    if not math.isfinite(number):
+        raise HTTPException(400, f"query_time must be finite, got {value!r}")
+    return number
 
 
 def answer(
@@ -43,14 +60,35 @@ def answer(
 ) -> JSONResponse:
     if params.other_cameras and query["camera"] is None:
         raise HTTPException(400, "other_cameras needs the query's camera (query_camera=C)")
+    timing = s.timing
+    if params.st:
+        if timing is None:
+            raise HTTPException(400, "this server ranks by appearance only: it has no times")
+        if params.query_time is None and name is not None:
+            params.query_time = timing.time_of(name)
+        if query["camera"] is None or params.query_time is None:
+            raise HTTPException(
+                400, "st=1 needs the query's camera and time (query_camera=C&query_time=S)"
+            )
+    if timing is not None and params.query_time is not None:
+        query["time"] = params.query_time
     hits = s.live.search(
         vector,
-        params.top,
+        max(params.top, timing.candidates) if params.st else params.top,
         camera=params.camera,
         exclude_camera=query["camera"] if params.other_cameras else None,
         exclude_name=name,
     )
-    body = {"query": query, "top": params.top, "size": len(s.live), "results": hits_json(hits)}
+    if params.st:
+        ranked = timing.rank(hits, query["camera"], params.query_time, params.top)
+        results = hits_json([h for h, _, _ in ranked], timing)
+        for row, (hit, fused, transit) in zip(results, ranked):
+            row.update(distance=round(fused, 6), appearance=round(hit.distance, 6),
+                       transit=round(transit, 4))  # fmt: skip
+    else:
+        results = hits_json(hits, timing)
+    body = {"query": query, "top": params.top, "size": len(s.live), "st": params.st,
+            "results": results}  # fmt: skip
     return JSONResponse(body)  # plain JSON types: no jsonable_encoder pass (the hot path)
 
 
@@ -85,6 +123,7 @@ def stats(request: Request) -> dict:
         "max_upload_bytes": s.settings.max_upload_bytes,
         "max_files": s.settings.max_files,
         "max_top": s.settings.max_top,
+        "st": s.timing is not None,
     }
 
 

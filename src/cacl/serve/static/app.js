@@ -1,5 +1,6 @@
 // cacl person search: one client of the JSON API (see cacl/serve/app.py).
-// The URL holds the whole search (name= or query=, top, camera, other_cameras, query_camera),
+// The URL holds the whole search (name= or query=, top, camera, other_cameras, query_camera,
+// st and query_time: ranking by appearance and time),
 // so a search is shared by copying the address. Names are shown with textContent only.
 "use strict";
 
@@ -16,6 +17,8 @@ function state() {
     camera: p.get("camera") || "",
     other: p.get("other_cameras") === "1",
     queryCamera: p.get("query_camera") || "",
+    st: p.get("st") === "1",
+    queryTime: p.get("query_time") || "",
   };
 }
 
@@ -27,6 +30,8 @@ function urlOf(s) {
   if (s.camera) p.set("camera", s.camera);
   if (s.other) p.set("other_cameras", "1");
   if (s.queryCamera) p.set("query_camera", s.queryCamera);
+  if (s.st) p.set("st", "1");
+  if (s.st && s.queryTime) p.set("query_time", s.queryTime);
   const q = p.toString();
   return q ? `/?${q}` : "/";
 }
@@ -63,7 +68,7 @@ function card(hit, queryCamera) {
   const a = document.createElement("a");
   a.className = "card";
   if (queryCamera !== null && hit.camera === queryCamera) a.classList.add("same-camera");
-  a.href = urlOf({ name: hit.name, top: STEP, camera: s.camera, other: s.other });
+  a.href = urlOf({ name: hit.name, top: STEP, camera: s.camera, other: s.other, st: s.st });
   a.dataset.name = hit.name;
   a.title = `more like ${hit.name}`;
   const img = document.createElement("img");
@@ -74,6 +79,8 @@ function card(hit, queryCamera) {
   const lines = [];
   if (hit.distance !== undefined) lines.push(["distance", hit.distance.toFixed(3)]);
   lines.push(["camera", hit.camera === null ? "camera ?" : `camera ${hit.camera}`]);
+  if (hit.time !== undefined && hit.time !== null) lines.push(["time", clock(hit.time)]);
+  if (hit.transit !== undefined) lines.push(["transit", `time fit ${hit.transit.toFixed(2)}`]);
   lines.push(["name", hit.name]);
   for (const [cls, text] of lines) {
     const span = document.createElement("span");
@@ -84,7 +91,7 @@ function card(hit, queryCamera) {
   a.addEventListener("click", (event) => {
     if (event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
     event.preventDefault();
-    go({ name: hit.name, top: STEP, camera: s.camera, other: s.other, query: "" });
+    go({ name: hit.name, top: STEP, camera: s.camera, other: s.other, st: s.st, query: "" });
   });
   return a;
 }
@@ -112,6 +119,8 @@ async function show() {
   const s = state();
   $("other-cameras").checked = s.other;
   $("camera").value = s.camera;
+  $("by-time").checked = s.st;
+  $("query-time").value = s.queryTime;
   showQuery(s, s.queryCamera || null);
   try {
     if (s.name || s.query) {
@@ -121,7 +130,8 @@ async function show() {
       showQuery(s, body.query.camera);
       render(body.results, body.query.camera, body.results.length >= s.top);
       document.dispatchEvent(new CustomEvent("cacl:rendered", { detail: { query: s.name } }));
-      const filter = [s.other ? "other cameras" : "", s.camera ? `camera ${s.camera}` : ""]
+      const filter = [s.other ? "other cameras" : "", s.camera ? `camera ${s.camera}` : "",
+        body.st ? `by appearance and time, query at ${clock(body.query.time)}` : ""]
         .filter(Boolean)
         .join(", ");
       setStatus(
@@ -157,6 +167,16 @@ async function loadStats() {
   select.value = current;
   $("add-panel").hidden = !(stats.writable && stats.uploads);
   $("drop").hidden = !stats.uploads;
+  $("time-filter").hidden = !stats.st;
+}
+
+// seconds on the site clock as h:mm:ss.s
+function clock(seconds) {
+  const whole = Math.floor(seconds);
+  const h = Math.floor(whole / 3600);
+  const m = Math.floor((whole % 3600) / 60);
+  const sec = (seconds - h * 3600 - m * 60).toFixed(1).padStart(4, "0");
+  return `${h}:${String(m).padStart(2, "0")}:${sec}`;
 }
 
 async function searchWithFile(file) {
@@ -170,7 +190,9 @@ async function searchWithFile(file) {
     const body = await api("/api/search", { method: "POST", body: form });
     // the crop's camera (from its file name) only matters for "other cameras only"
     go({ query: body.query.id, top: STEP, camera: s.camera, other: s.other && body.query.camera !== null,
-         queryCamera: body.query.camera || "" });
+         queryCamera: body.query.camera || "",
+         // by time too when the query's time is typed in and its camera is known
+         st: s.st && Boolean(s.queryTime) && body.query.camera !== null, queryTime: s.queryTime });
   } catch (error) {
     setStatus(error.message, true);
   }
@@ -238,6 +260,12 @@ function setup() {
   );
   $("camera").addEventListener("change", (event) =>
     go(Object.assign(state(), { camera: event.target.value, top: STEP })),
+  );
+  $("by-time").addEventListener("change", (event) =>
+    go(Object.assign(state(), { st: event.target.checked, top: STEP })),
+  );
+  $("query-time").addEventListener("change", (event) =>
+    go(Object.assign(state(), { queryTime: event.target.value.trim(), top: STEP })),
   );
   $("more").addEventListener("click", () => {
     const s = state();

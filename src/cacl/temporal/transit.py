@@ -1,0 +1,217 @@
+"""How long people take from one camera to the next: a histogram per ordered camera pair,
+smoothed, estimated from pseudo labels (or, to compare, from true identities).
+
+The samples: for every cluster (one pseudo identity) the median time of its crops in each camera
+it was seen in; every two of its cameras, in the order it was seen, give one transit time
+``t_later - t_earlier``. One sample per visit, not per pair of crops (st-ReID's count), so a
+long visit does not outweigh a short one and a 50-crop tracklet does not count 2,500 times.
+
+The density of a pair: its histogram (``bin_s`` seconds) smoothed by a Gaussian whose width is
+Silverman's rule on that pair's samples (``1.06 sd n^(-1/5)``, at least one bin; the pooled
+rule where a pair has fewer than 2 samples), as st-ReID smooths its histograms with a Gaussian
+but with a width that follows the data, then scaled so that its most likely transit time has
+probability 1 (the fusion's constants then mean the same for every pair, however many samples
+it has). Same-camera pairs, pairs never seen and gaps beyond the horizon get 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+
+from cacl.errors import CaclError
+
+#: Largest ``C x C x bins`` table (40 MB of float32).
+MAX_CELLS = 10_000_000
+TRANSIT_FILE = "transit.json"
+
+
+@dataclass
+class TransitModel:
+    counts: np.ndarray  # (C, C, B) transit samples [earlier camera, later camera, bin]
+    bin_s: float
+    bandwidth_s: np.ndarray  # (C, C) smoothing width per pair, seconds
+    source: str = "pseudo"
+
+    def __post_init__(self) -> None:
+        self.counts = np.asarray(self.counts, dtype=np.int64)
+        self.bandwidth_s = np.asarray(self.bandwidth_s, dtype=np.float64)
+        c = self.counts.shape[0]
+        if self.counts.ndim != 3 or self.counts.shape[1] != c or self.bandwidth_s.shape != (c, c):
+            raise CaclError(f"a transit model needs (C, C, B) counts, got {self.counts.shape}")
+        self.density = self._density()
+
+    @property
+    def num_cams(self) -> int:
+        return self.counts.shape[0]
+
+    @property
+    def horizon_s(self) -> float:
+        return self.counts.shape[2] * self.bin_s
+
+    def _density(self) -> np.ndarray:
+        density = np.zeros(self.counts.shape, dtype=np.float32)
+        for a in range(self.num_cams):
+            for b in range(self.num_cams):
+                row = self.counts[a, b].astype(np.float64)
+                if a == b or row.sum() == 0:
+                    continue
+                sigma = max(1.0, self.bandwidth_s[a, b] / self.bin_s)
+                smooth = gaussian_filter1d(row, sigma, mode="constant", truncate=4.0)
+                density[a, b] = smooth / smooth.max()
+        return density
+
+    def probability(self, cam_a, time_a, cam_b, time_b) -> np.ndarray:
+        """Transit probability (0..1) of every pair (broadcast): a person seen in ``cam_a`` at
+        ``time_a`` and in ``cam_b`` at ``time_b``, whichever came first. 0-based cameras."""
+        ca, cb = np.broadcast_arrays(np.asarray(cam_a), np.asarray(cam_b))
+        ta, tb = np.broadcast_arrays(np.asarray(time_a, float), np.asarray(time_b, float))
+        ca, cb, ta, tb = np.broadcast_arrays(ca, cb, ta, tb)
+        first = np.where(ta <= tb, ca, cb)
+        second = np.where(ta <= tb, cb, ca)
+        with np.errstate(invalid="ignore"):
+            k = np.floor(np.abs(tb - ta) / self.bin_s)
+        ok = (
+            (ca != cb)
+            & np.isfinite(k)
+            & (k < self.counts.shape[2])
+            & (ca >= 0) & (cb >= 0)
+            & (ca < self.num_cams) & (cb < self.num_cams)
+        )  # fmt: skip
+        out = np.zeros(ca.shape, dtype=np.float32)
+        out[ok] = self.density[first[ok], second[ok], k[ok].astype(np.int64)]
+        return out
+
+    def pair_density(self, a: int, b: int) -> np.ndarray:
+        """The smoothed transit-time distribution of ``a -> b`` normalised to sum 1 (zeros if
+        the pair has no samples)."""
+        row = self.density[a, b].astype(np.float64)
+        total = row.sum()
+        return row / total if total > 0 else row
+
+    def to_json(self) -> dict:
+        nz = np.nonzero(self.counts)
+        return {
+            "num_cams": self.num_cams,
+            "bins": int(self.counts.shape[2]),
+            "bin_s": self.bin_s,
+            "source": self.source,
+            "bandwidth_s": self.bandwidth_s.round(4).tolist(),
+            "counts": [[int(a), int(b), int(k), int(self.counts[a, b, k])] for a, b, k in zip(*nz)],
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically (a temporary file renamed over ``path``)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.to_json()))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> TransitModel:
+        try:
+            data = json.loads(Path(path).read_text())
+            c, bins = int(data["num_cams"]), int(data["bins"])
+            if c < 1 or bins < 1 or c * c * bins > MAX_CELLS:
+                raise ValueError(f"{c} cameras x {bins} bins is out of range")
+            counts = np.zeros((c, c, bins), dtype=np.int64)
+            for a, b, k, n in data["counts"]:
+                counts[a, b, k] = n
+            return cls(counts, float(data["bin_s"]), np.array(data["bandwidth_s"]),
+                       str(data.get("source", "pseudo")))  # fmt: skip
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise CaclError(f"{path}: not a transit model cacl wrote ({exc})") from exc
+
+
+def silverman(samples: np.ndarray) -> float:
+    """Silverman's rule of thumb for a Gaussian kernel, seconds (NaN under 2 samples)."""
+    if len(samples) < 2:
+        return math.nan
+    return 1.06 * float(np.std(samples, ddof=1)) * len(samples) ** -0.2
+
+
+def transit_samples(labels, cams, times) -> list[tuple[int, int, float]]:
+    """``(earlier camera, later camera, seconds)`` for every two cameras of every cluster,
+    from the median time of the cluster's crops in each camera (labels < 0: outliers)."""
+    labels, cams, times = np.asarray(labels), np.asarray(cams), np.asarray(times, float)
+    keep = (labels >= 0) & np.isfinite(times)
+    labels, cams, times = labels[keep], cams[keep], times[keep]
+    order = np.lexsort((cams, labels))
+    labels, cams, times = labels[order], cams[order], times[order]
+    key = labels.astype(np.int64) * (int(cams.max(initial=0)) + 1) + cams
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    ends = np.r_[starts[1:], len(key)]
+    visit_label = labels[starts]
+    visit_cam = cams[starts]
+    visit_time = np.array([np.median(times[s:e]) for s, e in zip(starts, ends)])
+    out = []
+    group_starts = np.flatnonzero(np.r_[True, visit_label[1:] != visit_label[:-1]])
+    for s, e in zip(group_starts, np.r_[group_starts[1:], len(visit_label)]):
+        seen = sorted(range(s, e), key=lambda v: (visit_time[v], visit_cam[v]))
+        for x, i in enumerate(seen):
+            for j in seen[x + 1 :]:
+                out.append((int(visit_cam[i]), int(visit_cam[j]), visit_time[j] - visit_time[i]))
+    return out
+
+
+def fit_transit(
+    labels, cams, times, num_cams: int, *, bin_s: float = 1.0, horizon_s: float | None = None,
+    bandwidth_s: float | None = None, source: str = "pseudo",
+) -> TransitModel:  # fmt: skip
+    """The :class:`TransitModel` of crops with cluster ``labels``, 0-based ``cams`` and
+    ``times`` (seconds); ``horizon_s`` defaults to the longest transit seen plus a bin."""
+    if bin_s <= 0:
+        raise CaclError(f"bin_s must be positive, got {bin_s}")
+    samples = transit_samples(labels, cams, times)
+    if not samples:
+        raise CaclError(
+            "no cluster spans two cameras: there is no transit time to learn (train longer, or "
+            "check that the cameras share one clock)"
+        )
+    gaps = np.array([s[2] for s in samples])
+    horizon = float(horizon_s) if horizon_s is not None else float(gaps.max()) + bin_s
+    bins = max(1, int(math.ceil(horizon / bin_s)))
+    if num_cams * num_cams * bins > MAX_CELLS:
+        raise CaclError(
+            f"{num_cams} cameras x {bins} bins of {bin_s} s is too large a table; use a wider bin"
+        )
+    counts = np.zeros((num_cams, num_cams, bins), dtype=np.int64)
+    pooled = silverman(gaps)
+    per_pair: dict[tuple[int, int], list[float]] = {}
+    for a, b, gap in samples:
+        k = int(gap // bin_s)
+        if k < bins:
+            counts[a, b, k] += 1
+            per_pair.setdefault((a, b), []).append(gap)
+    width = np.full((num_cams, num_cams), bandwidth_s if bandwidth_s else pooled, dtype=float)
+    if bandwidth_s is None:
+        for (a, b), values in per_pair.items():
+            h = silverman(np.array(values))
+            width[a, b] = h if math.isfinite(h) and h > 0 else pooled
+    width = np.where(np.isfinite(width) & (width > 0), width, bin_s)
+    return TransitModel(counts, float(bin_s), np.maximum(width, bin_s), source)
+
+
+def compare(a: TransitModel, b: TransitModel) -> dict:
+    """Per camera pair with samples in both: the Wasserstein-1 distance (seconds) and the total
+    variation (0..1) between the two smoothed distributions, and their means over the pairs."""
+    if a.num_cams != b.num_cams or a.bin_s != b.bin_s:
+        raise CaclError("transit models with different cameras or bins cannot be compared")
+    bins = max(a.counts.shape[2], b.counts.shape[2])
+    pairs = {}
+    for i in range(a.num_cams):
+        for j in range(a.num_cams):
+            pa, pb = a.pair_density(i, j), b.pair_density(i, j)
+            if i == j or pa.sum() == 0 or pb.sum() == 0:
+                continue
+            pa, pb = np.pad(pa, (0, bins - len(pa))), np.pad(pb, (0, bins - len(pb)))
+            w1 = float(np.abs(np.cumsum(pa) - np.cumsum(pb)).sum() * a.bin_s)
+            pairs[f"{i}->{j}"] = {"w1_s": w1, "tv": float(0.5 * np.abs(pa - pb).sum())}
+    mean = lambda key: float(np.mean([p[key] for p in pairs.values()])) if pairs else math.nan  # noqa: E731
+    return {"pairs": pairs, "mean_w1_s": mean("w1_s"), "mean_tv": mean("tv")}
