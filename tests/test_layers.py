@@ -25,6 +25,7 @@ LAYERS: list[set[str]] = [
     {"models", "clustering", "losses", "memory"},
     {"evaluation", "baselines"},
     {"checkpoints"},
+    {"temporal"},
     {"engine"},
     {"inference", "report", "labels"},
     {"serve"},

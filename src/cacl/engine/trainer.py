@@ -102,8 +102,10 @@ class Trainer:
         self.tracklets = tracklet_constraints(self.dataset, self.camids, cfg.cluster.constraints)
         from cacl.data.times import sample_times
 
-        # a site's crops on one clock: the transit model of each epoch's pseudo labels
-        self.train_times = sample_times(self.dataset, "train")
+        # a site's crops on one clock: the transit model of each epoch's pseudo labels (only
+        # those: a Market-style name's frame number is no site clock)
+        site = bool(self.dataset.sightings) and self.dataset.clock == "site"
+        self.train_times = sample_times(self.dataset, "train") if site else None
         m = cfg.model
         self.model = build_network(cfg, self.device)
         # without the gray branch the predictor's z enters no loss: DDP must expect that
