@@ -180,7 +180,15 @@ def test_st_distances_are_the_fusion_of_cosine_and_transit():
             s = float(torch.nn.functional.cosine_similarity(qf[i], gf[j], dim=0))
             p = float(model.probability(qc[i], qt[i], gc[j], gt[j]))
             assert got[i, j] == pytest.approx(1 - fuse(s, p), abs=1e-5)
-    assert st_distances(qf, gf, qc, qt, gc, gt, model, rerank=True).shape == (3, 5)
+    # re-ranked: the appearance distance is re-ranked on its own, then fused with the same p
+    from cacl.evaluation import re_ranking_features
+
+    reranked = re_ranking_features(qf.float(), gf.float())
+    got = st_distances(qf, gf, qc, qt, gc, gt, model, rerank=True)
+    for i in range(3):
+        for j in range(5):
+            p = float(model.probability(qc[i], qt[i], gc[j], gt[j]))
+            assert got[i, j] == pytest.approx(1 - fuse(1 - reranked[i, j], p), abs=1e-5)
 
 
 # --- end to end on a tiny site --------------------------------------------------------------
@@ -232,6 +240,67 @@ def test_cacl_eval_st_with_and_without_rerank(site_run):
             result = json.loads(done.stdout.strip().splitlines()[-1])
             assert 0 < result["mAP"] <= 1 and 0 < result["appearance"]["mAP"] <= 1
             assert result["transit_source"] == source and result["rerank"] == bool(extra)
+
+
+def test_cacl_eval_st_from_pseudo_labels_reads_the_runs_last_labels(site_run, tmp_path):
+    """The pseudo path end to end: with the run's last pseudo labels replaced by the true
+    identities, ``--st-source pseudo`` must give exactly what ``--st-source truth`` gives, and
+    labels of the wrong length are refused."""
+    import torch
+
+    from cacl.config import load_config
+    from cacl.data.default import resolve_dataset
+
+    _, _, run = site_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    cfg = load_config(str(copy / "config.yaml"))
+    dataset = resolve_dataset(**cfg.data.dataset_options())
+    state = torch.load(copy / "last.pt", map_location="cpu", weights_only=True)
+    state["classes"] = torch.tensor([s.pid for s in dataset.train])
+    torch.save(state, copy / "last.pt")
+    results = {}
+    for source in ("pseudo", "truth"):
+        done = cacl("eval", str(copy), "--st", "--st-source", source, "--device", "cpu")
+        assert done.returncode == 0, done.stderr
+        results[source] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert results["pseudo"]["mAP"] == pytest.approx(results["truth"]["mAP"])
+    assert results["pseudo"]["transit_source"] == "pseudo"
+    state["classes"] = state["classes"][:-1]
+    torch.save(state, copy / "last.pt")
+    done = cacl("eval", str(copy), "--st", "--st-source", "pseudo", "--device", "cpu")
+    assert done.returncode != 0 and "pseudo labels cover" in done.stderr
+
+
+def test_cluster_time_on_weights_by_the_previous_labels_transit_model(site_run, tmp_path):
+    from cacl.config import load_config
+    from cacl.engine.trainer import Trainer
+    from cacl.temporal.fusion import time_factor
+
+    _, _, run = site_run
+    cfg = load_config(str(run / "config.yaml"), ["cluster.time=on"])
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    assert trainer._time_weight() is None  # the first epoch: no labels yet
+    pids = np.array([s.pid for s in trainer.dataset.train])
+    trainer.classes = pids
+    weight = trainer._time_weight()
+    model = fit_transit(pids, trainer.camids, trainer.train_times, int(trainer.camids.max()) + 1)
+    rng = np.random.default_rng(0)
+    ca, cb = rng.integers(0, model.num_cams, 50), rng.integers(0, model.num_cams, 50)
+    ta, tb = rng.uniform(0, 60, 50), rng.uniform(0, 60, 50)
+    expected = time_factor(model.probability(ca, ta, cb, tb))
+    assert weight(ca, ta, cb, tb) == pytest.approx(expected)
+    assert expected.min() < 0.5 and expected.max() == pytest.approx(1.0, abs=0.05)
+
+
+def test_cluster_time_on_is_refused_without_times(tmp_path):
+    from cacl.config import load_config
+    from cacl.engine.trainer import Trainer
+    from cacl.errors import TrainingError
+
+    cfg = load_config("smoke", ["cluster.time=on"])
+    with pytest.raises(TrainingError, match="cluster.time=on needs training crops with times"):
+        Trainer(cfg, tmp_path / "run", progress=False)
 
 
 def test_cacl_eval_st_refuses_a_test_split_without_times(site_run, tmp_path):

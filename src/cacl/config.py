@@ -140,6 +140,10 @@ class ClusterConfig:
     tracklet_encoding: str = "mean"
     tracklet_k1: int = 10
     tracklet_k2: int = 3
+    # Time in the pseudo labels (docs/method.md, "Time as a cue"; crops with times on one clock):
+    # on = from the second epoch, every cross-camera similarity of the clustering graph is scaled
+    # by the previous epoch's transit-time model (1 for the likeliest transit, 0.34 for none).
+    time: str = "off"
 
     def tracklet_options(self) -> dict[str, Any]:
         """The tracklet keyword arguments of :func:`cacl.clustering.pseudo_labels_with_stats`."""
@@ -426,6 +430,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.view_rng must be loader or sample, got {cfg.data.view_rng!r}")
     _check_choice("cluster.constraints", cfg.cluster.constraints, ("none", "must_link", "both"))
     _check_choice("cluster.tracklet_encoding", cfg.cluster.tracklet_encoding, ("mean", "contract"))
+    _check_choice("cluster.time", cfg.cluster.time, ("off", "on"))
     if cfg.cluster.outliers not in ("singleton", "drop"):
         raise ConfigError("cluster.outliers must be singleton or drop")
     if cfg.cluster.on_no_cluster not in ("continue", "stop"):

@@ -26,6 +26,7 @@ from cacl.clustering.jaccard import encoding_from_neighbors, jaccard_from_encodi
 from cacl.clustering.knn import FeatureArray, knn_prepared, prepare_features
 from cacl.clustering.refine import refine_clusters, refine_from_encoding
 from cacl.clustering.stats import ClusterStats
+from cacl.clustering.timing import TimeWeight, node_times, reweight
 from cacl.clustering.tracklets import (
     TRACKLET_ENCODINGS,
     check_tracklets,
@@ -84,6 +85,8 @@ def pseudo_labels_with_stats(
     tracklet_encoding: str = "mean",
     tracklet_k1: int = 10,
     tracklet_k2: int = 3,
+    times: np.ndarray | None = None,
+    time_weight: TimeWeight | None = None,
     **knn_options: Any,
 ) -> tuple[np.ndarray, ClusterStats]:
     """Pseudo labels and what they look like.
@@ -116,6 +119,11 @@ def pseudo_labels_with_stats(
         tracklet_encoding: with ``tracklets``, ``"mean"`` (the k-reciprocal encoding of the
             tracklets' mean features, with ``tracklet_k1`` / ``tracklet_k2`` in place of ``k1`` /
             ``k2``) or ``"contract"`` (the crops' encoding contracted to tracklets).
+        times: ``(N,)`` time of every row in seconds (NaN: unknown), for ``time_weight``.
+        time_weight: ``(cams_a, times_a, cams_b, times_b) -> factor in (0, 1]``: scales the
+            similarity of every cross-camera edge of the graph (:mod:`cacl.clustering.timing`;
+            tracklets: their cameras and the midpoints of their time spans); needs ``cameras``
+            and ``times``.
         **knn_options: ``backend``, ``options`` (:class:`ApproximateOptions` or a dict of its
             fields), ``block_size``, ``progress`` of :func:`cacl.clustering.knn.nearest_neighbors`.
 
@@ -130,6 +138,9 @@ def pseudo_labels_with_stats(
             f"tracklet_encoding must be one of {TRACKLET_ENCODINGS}, got {tracklet_encoding!r}"
         )
     weights = ids = None
+    if time_weight is not None and (cameras is None or times is None):
+        raise CaclError("time in the clustering needs the cameras and the times of the rows")
+    row_cameras = cameras
     if tracklets is not None and tracklet_encoding == "mean":
         with _timed(seconds, "tracklets", len(tracklets)):
             n = int(features.shape[0])
@@ -163,6 +174,13 @@ def pseudo_labels_with_stats(
     with _timed(seconds, "jaccard_distance", v.shape[0]):
         # DBSCAN only looks at distances <= eps; the refinement recomputes what it needs.
         graph = jaccard_from_encoding(v, max_distance=eps, progress=progress)
+    if time_weight is not None:
+        with _timed(seconds, "time", v.shape[0]):
+            node_cams = check_cameras(row_cameras, len(times))
+            if ids is not None:
+                node_cams = tracklet_cameras(node_cams, ids)
+            graph, info["time"] = reweight(graph, node_cams, node_times(times, ids), time_weight,
+                                           eps)  # fmt: skip
     pairs = None
     if ids is not None and cannot_link is not None and len(cannot_link):
         pairs = np.asarray(cannot_link, dtype=np.int64).reshape(-1, 2)

@@ -23,6 +23,8 @@ def compute_classes(
     supervised: bool = False,
     cameras: np.ndarray | None = None,
     tracklets: tuple[np.ndarray, np.ndarray] | None = None,
+    times: np.ndarray | None = None,
+    time_weight: Any = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Training classes (N,) and the cluster statistics logged each epoch.
 
@@ -32,6 +34,7 @@ def compute_classes(
     more than half of the samples. ``tracklets``: ``(ids, cannot-link pairs)`` of the rows; with
     ``cfg.constraints`` other than ``none`` the clustering keeps them (must-link; ``both``: the
     cannot-link too) and an outlier tracklet is one class; their statistics are kept either way.
+    ``times`` and ``time_weight`` (``cluster.time=on``): see :mod:`cacl.clustering.timing`.
     """
     if supervised:
         assert true_pids is not None
@@ -50,6 +53,8 @@ def compute_classes(
         **cfg.clustering_options(),
         **cfg.encoding_options(),
         **cfg.tracklet_options(),
+        times=times if time_weight is not None else None,
+        time_weight=time_weight,
     )
     constraints = None
     if tracklets is not None:

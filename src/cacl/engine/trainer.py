@@ -106,6 +106,12 @@ class Trainer:
         # those: a Market-style name's frame number is no site clock)
         site = bool(self.dataset.sightings) and self.dataset.clock == "site"
         self.train_times = sample_times(self.dataset, "train") if site else None
+        if cfg.cluster.time == "on" and self.train_times is None:
+            raise TrainingError(
+                "cluster.time=on needs training crops with times on one clock (a site's crops "
+                "with the tracklets.csv of cacl crops, and the cameras' start times); "
+                f"{self.dataset.name} ({self.dataset.root}) has none: use cluster.time=off"
+            )
         m = cfg.model
         self.model = build_network(cfg, self.device)
         # without the gray branch the predictor's z enters no loss: DDP must expect that
@@ -260,6 +266,8 @@ class Trainer:
                 self.cfg.train.supervised,
                 cameras=self.camids,
                 tracklets=self.tracklets,
+                times=self.train_times,
+                time_weight=self._time_weight(),
             )
         )
         for memory in (self.memory, self.memory_tilde):
@@ -459,20 +467,30 @@ class Trainer:
             atomic_save(state, self.output / LAST)
         distributed.barrier()
 
+    def _time_weight(self):
+        """``cluster.time=on``: the weight of the previous relabelling's transit model (None at
+        the first epoch, or when no cluster spanned two cameras)."""
+        if self.cfg.cluster.time != "on" or self.classes is None:
+            return None
+        from cacl.temporal.fusion import transit_weight
+        from cacl.temporal.run import epoch_transit
+
+        model = epoch_transit(self.classes, self.camids, self.train_times)
+        if model is None:
+            log.warning("cluster.time=on: clustering by appearance alone this epoch")
+        return transit_weight(model) if model is not None else None
+
     def _save_transit(self, number: int) -> None:
         """``transit.json`` of this epoch's pseudo labels, when the training crops have times
         on one clock (``cacl eval --st`` and ``cacl serve`` use it); never fails a run."""
-        times = self.train_times
-        if not self.is_main or times is None or not np.isfinite(times).all():
+        if not self.is_main or self.train_times is None:
             return
-        from cacl.temporal.transit import TRANSIT_FILE, fit_transit
+        from cacl.temporal.run import epoch_transit
+        from cacl.temporal.transit import TRANSIT_FILE
 
-        try:
-            fit_transit(self.classes, self.camids, times, int(self.camids.max()) + 1).save(
-                self.output / TRANSIT_FILE
-            )
-        except Exception as exc:  # noqa: BLE001 - a diagnostic output, never the run's end
-            log.warning("epoch %d: no transit-time model (%s)", number, exc)
+        model = epoch_transit(self.classes, self.camids, self.train_times, number)
+        if model is not None:
+            model.save(self.output / TRANSIT_FILE)
 
     def _run_epoch(self) -> dict[str, Any]:
         """Relabel, train, maybe evaluate; return the epoch's history record."""

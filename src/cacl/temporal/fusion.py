@@ -23,3 +23,16 @@ def fuse(similarity: np.ndarray, probability: np.ndarray) -> np.ndarray:
 def fused_distance(similarity: np.ndarray, probability: np.ndarray) -> np.ndarray:
     """``1 - fuse(s, p)``: a distance (smaller is closer) for ranking and re-ranking."""
     return (1.0 - fuse(similarity, probability)).astype(np.float32)
+
+
+def time_factor(probability: np.ndarray) -> np.ndarray:
+    """The fusion's time term divided by its value at ``p = 1``: a factor in ``(0, 1]`` (1 for
+    the most likely transit, about 0.34 for an impossible one) that ``cluster.time=on`` puts
+    on the similarity of two cameras' crops (:mod:`cacl.clustering.timing`)."""
+    p = np.asarray(probability, dtype=np.float64)
+    return (1.0 + LAMBDA_TIME * np.exp(-GAMMA)) / (1.0 + LAMBDA_TIME * np.exp(-GAMMA * p))
+
+
+def transit_weight(model):
+    """``(cams_a, times_a, cams_b, times_b) -> factor`` of a :class:`TransitModel`."""
+    return lambda ca, ta, cb, tb: time_factor(model.probability(ca, ta, cb, tb))

@@ -58,6 +58,19 @@ def run_transit(checkpoint: str | Path, dataset: ReidDataset, source: str = "pse
     return fit_transit(labels, cams, times, max(everyone) + 1, source=source)
 
 
+def epoch_transit(classes, cams, times, epoch: int | None = None) -> TransitModel | None:
+    """The transit model of one epoch's pseudo labels, or None (logged) when the times are not
+    all known or no cluster spans two cameras: a training run never fails for it."""
+    times = np.asarray(times, dtype=np.float64)
+    if not np.isfinite(times).all():
+        return None
+    try:
+        return fit_transit(classes, cams, times, int(np.max(cams)) + 1)
+    except CaclError as exc:
+        log.warning("%sno transit-time model (%s)", f"epoch {epoch}: " if epoch else "", exc)
+        return None
+
+
 def cosine(qf: torch.Tensor, gf: torch.Tensor) -> np.ndarray:
     q = torch.nn.functional.normalize(qf.float(), dim=1)
     g = torch.nn.functional.normalize(gf.float(), dim=1)
@@ -66,15 +79,16 @@ def cosine(qf: torch.Tensor, gf: torch.Tensor) -> np.ndarray:
 
 def st_distances(qf, gf, q_cams, q_times, g_cams, g_times, model: TransitModel,
                  rerank: bool = False) -> np.ndarray:  # fmt: skip
-    """Fused appearance + time distances ``(q, g)``; with ``rerank``, k-reciprocal re-ranking
-    of the fused query-gallery, query-query and gallery-gallery distances."""
+    """Fused appearance + time distances ``(q, g)``. With ``rerank`` the appearance part is the
+    k-reciprocal re-ranked distance ``d`` (in ``[0, 1]``), fused as the similarity ``1 - d``:
+    re-ranking works on neighbourhoods in appearance space, and re-ranking the fused distances
+    instead breaks them (two crops of one person in one camera have transit probability 0, so
+    the query-query and gallery-gallery neighbour sets lose their closest members)."""
     qc, gc = np.asarray(q_cams)[:, None], np.asarray(g_cams)[None, :]
     qt, gt = np.asarray(q_times)[:, None], np.asarray(g_times)[None, :]
-    qg = fused_distance(cosine(qf, gf), model.probability(qc, qt, gc, gt))
+    probability = model.probability(qc, qt, gc, gt)
     if not rerank:
-        return qg
-    from cacl.evaluation.rerank import re_ranking
+        return fused_distance(cosine(qf, gf), probability)
+    from cacl.evaluation.rerank import re_ranking_features
 
-    qq = fused_distance(cosine(qf, qf), model.probability(qc, qt, qc.T, qt.T))
-    gg = fused_distance(cosine(gf, gf), model.probability(gc.T, gt.T, gc, gt))
-    return re_ranking(qg, qq, gg)
+    return fused_distance(1.0 - re_ranking_features(qf, gf), probability)
