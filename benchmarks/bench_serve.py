@@ -18,7 +18,9 @@ arrives. Printed per phase: requests, requests/s, p50 / p99 / max latency, error
 peak resident memory (``VmHWM``); whether the goals are met (search by name >= 300 requests/s
 with p99 <= 50 ms; upload p99 <= 250 ms; every add answered, no failed request; ``name+st``:
 searches by name ranked by appearance and time, over random times and a random transit
-model). One JSON line per run is appended to ``benchmarks/results/serve.jsonl`` (``--no-record``: not).
+model, p99 <= 50 ms too; ``name+labels``: ``--labellers`` people each mark a random pair in the
+labelling view every ``--label-interval`` seconds beside the searches, and afterwards the labels
+the server holds per person must equal the clicks it acknowledged: no click lost). One JSON line per run is appended to ``benchmarks/results/serve.jsonl`` (``--no-record``: not).
 
     nice python benchmarks/bench_serve.py                            # 10^5 images, 60 s a phase
     python benchmarks/bench_serve.py --duration 5 --size 10000 --adds 100   # smoke run
@@ -48,6 +50,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _labellers import Labellers  # noqa: E402
 from _stages import load_average  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serve.jsonl"
@@ -108,7 +111,7 @@ def build_index(args: argparse.Namespace) -> tuple[Path, dict]:
         if (folder / BUILD_FACTS).is_file():  # how long it took, for the record
             facts["build_s"] = json.loads((folder / BUILD_FACTS).read_text())["build_s"]
         # a fresh copy of the snapshot's state: drop what earlier runs added
-        for name in ("additions.log", "writer.lock"):
+        for name in ("additions.log", "writer.lock", "labels.log"):
             (folder / name).unlink(missing_ok=True)
         for name in ("added", "queries", "thumbs"):
             shutil.rmtree(folder / name, ignore_errors=True)
@@ -295,6 +298,7 @@ def run_phase(
     adds: int,
     add_seed: int,
     st: bool = False,
+    labellers: Labellers | None = None,
 ) -> dict:
     stop = threading.Event()
     searches, additions = Tally(), Tally()
@@ -332,6 +336,8 @@ def run_phase(
             added[0] += error is None
 
     threads = [threading.Thread(target=search_loop, args=(w,)) for w in range(clients)]
+    if labellers is not None:
+        threads += labellers.threads(stop)
     adder = threading.Thread(target=add_loop) if adds else None
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
@@ -353,6 +359,8 @@ def run_phase(
     }
     if adds:
         result["adds"] = {**additions.summary(wall), "added": added[0], "asked": adds}
+    if labellers is not None:
+        result["labels"] = labellers.result(wall, Client(port))
     return result
 
 
@@ -378,6 +386,13 @@ def print_phase(name: str, result: dict) -> None:
             f"{'':12s} adds: {a['added']} of {a['asked']} answered, p50 {fmt(a['p50_ms'])} ms, "
             f"p99 {fmt(a['p99_ms'])} ms, errors {a['errors']}"
         )
+    if "labels" in result:
+        lab = result["labels"]
+        print(
+            f"{'':12s} labels: {lab['labellers']} labellers, {lab['acknowledged']} clicks "
+            f"acknowledged, {lab['lost']} lost, {lab['conflicts']} refused as contradictions, "
+            f"p50 {fmt(lab['p50_ms'])} ms, p99 {fmt(lab['p99_ms'])} ms, errors {lab['errors']}"
+        )
     for error in s["first_errors"] + result.get("adds", {}).get("first_errors", []):
         print(f"{'':12s} error: {error}")
 
@@ -394,8 +409,17 @@ def goals(phases: dict) -> dict[str, bool]:
         if "adds" in result:
             a = result["adds"]
             out[f"{name}: all adds answered"] = a["added"] == a["asked"] and a["errors"] == 0
+    for name in ("name+st", "name+labels"):
+        if name in phases:
+            p99 = phases[name]["search"]["p99_ms"] or 1e9
+            out[f"{name} p99 <= 50 ms"] = p99 <= GOALS["name_p99_ms"]
+    if "name+labels" in phases:
+        lab = phases["name+labels"]["labels"]
+        out["name+labels: no click lost"] = lab["lost"] == 0 and lab["acknowledged"] > 0
     out["no failed request"] = all(
-        r["search"]["errors"] == 0 and r.get("adds", {}).get("errors", 0) == 0
+        r["search"]["errors"] == 0
+        and r.get("adds", {}).get("errors", 0) == 0
+        and r.get("labels", {}).get("errors", 0) == 0
         for r in phases.values()
     )
     return out
@@ -421,7 +445,13 @@ def main() -> None:
     parser.add_argument(
         "--phases",
         default="name,upload,name+adds,upload+adds",
-        help="comma-separated, of name, upload, name+adds, upload+adds",
+        help="comma-separated, of name, upload, name+adds, upload+adds, name+st (ranked by "
+        "appearance and time: random times and transit model), name+labels (--labellers people "
+        "marking pairs beside the searches)",
+    )
+    parser.add_argument("--labellers", type=int, default=4, help="people labelling (4)")
+    parser.add_argument(
+        "--label-interval", type=float, default=0.25, help="seconds between one's clicks (0.25)"
     )
     parser.add_argument("--backbone", default="efficientnet_lite0", help="the model of uploads")
     parser.add_argument("--height", type=int, default=128)
@@ -441,7 +471,14 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true", help="do not append a JSON line")
     args = parser.parse_args()
     phases_asked = [p.strip() for p in args.phases.split(",") if p.strip()]
-    unknown = set(phases_asked) - {"name", "upload", "name+adds", "upload+adds", "name+st"}
+    unknown = set(phases_asked) - {
+        "name",
+        "upload",
+        "name+adds",
+        "upload+adds",
+        "name+st",
+        "name+labels",
+    }
     if unknown:
         parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
 
@@ -462,8 +499,12 @@ def main() -> None:
             kind = "name" if phase.startswith("name") else "upload"
             clients = args.clients if kind == "name" else args.upload_clients
             adds = args.adds if phase.endswith("+adds") else 0
+            labellers = None
+            if phase.endswith("+labels"):
+                labellers = Labellers(lambda: Client(port), Tally, names, args.labellers,
+                                      args.label_interval, seed=n)  # fmt: skip
             result = run_phase(port, names, kind, clients, args.duration, adds, 1_000_000 * (n + 1),
-                               st=phase.endswith("+st"))  # fmt: skip
+                               st=phase.endswith("+st"), labellers=labellers)  # fmt: skip
             result["memory"] = server_memory_mb(process.pid)
             phases[phase] = result
             print_phase(phase, result)

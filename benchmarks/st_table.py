@@ -25,6 +25,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from first_run import cpu_model  # noqa: E402
 
+#: How ``st_distances(..., rerank=True)`` combines the two: rows written before it had this key
+#: re-ranked the fused distances (st-ReID's way), and are summarised apart.
+RERANK_MODE = "appearance-then-fuse"
+
+
+def cfg_overrides(cfg) -> list[str]:
+    """The settings that tell the runs of one table apart."""
+    return [f"cluster.constraints={cfg.cluster.constraints}", f"cluster.time={cfg.cluster.time}"]
+
 
 def measure(run: Path, label: str) -> dict:
     import torch
@@ -48,7 +57,8 @@ def measure(run: Path, label: str) -> dict:
     g_cams = [s.camid for s in dataset.gallery]
     models = {s: run_transit(run, dataset, s) for s in ("pseudo", "truth")}
     row = {"run": str(run), "label": label, "seed": cfg.train.seed, "cpu": cpu_model(),
-           "capability": torch.backends.cpu.get_cpu_capability()}  # fmt: skip
+           "capability": torch.backends.cpu.get_cpu_capability(),
+           "st_rerank": RERANK_MODE, "overrides": cfg_overrides(cfg)}  # fmt: skip
     for rerank in (False, True):
         tag = "rerank_" if rerank else ""
         base = re_ranking_features(qf, gf) if rerank else squared_euclidean(qf, gf)
@@ -74,7 +84,8 @@ def summarize(path: str) -> None:
     groups: dict[str, list[dict]] = {}
     for line in Path(path).read_text().splitlines():
         row = json.loads(line)
-        groups.setdefault(row["label"], []).append(row)
+        mode = row.get("st_rerank", "fused (st-ReID, superseded)")
+        groups.setdefault(f"{row['label']} [re-ranking: {mode}]", []).append(row)
     keys = [f"{t}{n}_{m}" for t in ("", "rerank_") for n in ("appearance", "pseudo", "truth")
             for m in ("mAP", "rank1")]  # fmt: skip
     keys += ["share_of_true_gain", "rerank_share_of_true_gain", "transit_w1_s", "transit_tv"]
@@ -82,6 +93,9 @@ def summarize(path: str) -> None:
         print(f"{label}: runs {', '.join(str(r['seed']) for r in rows)}")
         for key in keys:
             values = np.array([r[key] for r in rows if r.get(key) is not None], dtype=float)
+            if not len(values):
+                print(f"  {key:32s} (none)")
+                continue
             sd = values.std(ddof=1) if len(values) > 1 else 0.0
             print(
                 f"  {key:32s} {values.mean():.3f} ± {sd:.3f}  ({' '.join(f'{v:.3f}' for v in values)})"

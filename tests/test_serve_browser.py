@@ -18,6 +18,7 @@ selenium = pytest.importorskip("selenium")
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.select import Select  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -294,7 +295,9 @@ def test_label_merge_undo_and_export(labelling, tmp_path):
     press(driver, gallery_name(4), "same")
     wait(driver, lambda d: summary(d) == "2 identities, 4 images, 2 across cameras")
     press(driver, gallery_name(1), "same")
-    alert = WebDriverWait(driver, 30).until(lambda d: d.switch_to.alert)
+    # alert_is_present polls through NoAlertPresentException (a bare switch_to.alert raises it
+    # at once when the page has not asked yet)
+    alert = WebDriverWait(driver, 30).until(expected_conditions.alert_is_present())
     assert "merge" in alert.text.lower()
     alert.accept()
     wait(driver, lambda d: summary(d) == "1 identities, 4 images, 1 across cameras")

@@ -186,6 +186,32 @@ def test_eps_command_reports_each_eps_with_nmi(full_run, capsys):
     assert main(["eps", str(out), "--eps", "0.6", "--distance", "ca_jaccard"]) == 0
     text = capsys.readouterr().out
     assert "distance ca_jaccard" in text and "2+cam" in text
+    # scored against labelled identities (here the true ones of some training images)
+    import os
+
+    import numpy as np
+
+    from cacl.config import config_from_dict
+    from cacl.data.default import resolve_dataset
+    from cacl.labels.agreement import pair_agreement
+
+    dataset = resolve_dataset(**config_from_dict(state["config"]).data.dataset_options())
+    picked = list(range(0, len(dataset.train), 2))
+    files = [
+        {
+            "source": os.path.relpath(dataset.train[i].path, dataset.root),
+            "identity": dataset.train[i].pid,
+        }
+        for i in picked
+    ]
+    (out / "split").mkdir()
+    (out / "split" / "split.json").write_text(json.dumps({"files": files}))
+    assert main(["eps", str(out), "--eps", "0.6", "0.9", "--labels", str(out / "split")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "lab-F" in lines[1]
+    expected = pair_agreement(labels[picked], np.array([f["identity"] for f in files]))
+    assert float(lines[2].split()[-1]) == pytest.approx(expected["f"], abs=5e-4)
+    assert lines[-2].startswith(f"labelled: {len(picked)} images") and "eps by F" in lines[-2]
 
 
 @pytest.mark.parametrize("channels_last", [True, False])

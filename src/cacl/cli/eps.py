@@ -21,6 +21,13 @@ def register(subparsers) -> None:
     parser.add_argument("--eps", type=float, nargs="+", default=list(DEFAULT_EPS))
     parser.add_argument("--no-refine", action="store_true", help="skip the cluster refinement")
     parser.add_argument(
+        "--labels",
+        metavar="SPLIT",
+        help="a split of cacl labels export made from an index of the run's training crops: "
+        "score each eps by its pairwise precision / recall / F against the labelled identities "
+        "and rank the eps values by F",
+    )
+    parser.add_argument(
         "--distance",
         choices=["jaccard", "ca_jaccard"],
         help="the distance to cluster on (default: the run's cluster.distance)",
@@ -56,13 +63,23 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"{state['_path']} holds no memory bank (use a run's last.pt)")
     cfg = config_from_dict(state["config"])
     c = cfg.cluster
-    train = resolve_dataset(**cfg.data.dataset_options()).train
+    dataset = resolve_dataset(**cfg.data.dataset_options())
+    train = dataset.train
     pids = np.array([s.pid for s in train])
     cameras = np.array([s.camid for s in train])
     features = state["memory"]["features"]
     if len(pids) != features.shape[0]:
         raise CommandError("the run's dataset no longer matches its memory bank")
     true_pids = pids if np.all(pids >= 0) else None
+    labelled = None
+    if args.labels:
+        from cacl.labels.agreement import labelled_rows, pair_agreement
+        from cacl.labels.store import LabelError
+
+        try:
+            labelled = labelled_rows(args.labels, [s.path for s in train], dataset.root)
+        except LabelError as exc:
+            raise CommandError(str(exc)) from None
     distance = args.distance or c.distance
     camera_norm = args.camera_norm or c.camera_norm
     options = c.encoding_options() | {"distance": distance, "camera_norm": camera_norm}
@@ -78,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
         f"{distance}, camera_norm {camera_norm}, {sizes}, refine = {not args.no_refine}"
     )
     header = f"{'eps':>6} {'clusters':>9} {'outliers':>9} {'median':>7} {'max':>5} {'2+cam':>6}"
-    print(header + (f" {'NMI':>6} {'ARI':>6}" if true_pids is not None else ""))
+    header += f" {'NMI':>6} {'ARI':>6}" if true_pids is not None else ""
+    print(header + (f" {'lab-P':>6} {'lab-R':>6} {'lab-F':>6}" if labelled is not None else ""))
+    scores = []
     clustering = c.clustering_options() | {"refine": not args.no_refine}
     clustering.pop("eps")
     sweep = sweep_eps(dist, args.eps, **clustering)
@@ -90,7 +109,17 @@ def run(args: argparse.Namespace) -> int:
         )
         if true_pids is not None:
             line += f" {s['nmi']:6.3f} {s['ari']:6.3f}"
+        if labelled is not None:
+            a = pair_agreement(labels[labelled[0]], labelled[1])
+            scores.append((a["f"], eps))
+            line += f" {a['precision']:6.3f} {a['recall']:6.3f} {a['f']:6.3f}"
         print(line)
+    if scores:
+        ranked = sorted(scores, key=lambda x: -x[0])
+        print(
+            f"labelled: {len(labelled[0])} images of {len(set(labelled[1].tolist()))} identities; "
+            "eps by F: " + ", ".join(f"{e:g} ({f:.3f})" for f, e in ranked)
+        )
     share, chance = own_camera_share(features, cameras)
     print(
         f"2+cam: share of clusters spanning 2+ cameras; own-camera share of the memory's 10 "

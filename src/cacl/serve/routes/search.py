@@ -60,18 +60,18 @@ def answer(
 ) -> JSONResponse:
     if params.other_cameras and query["camera"] is None:
         raise HTTPException(400, "other_cameras needs the query's camera (query_camera=C)")
-    timing = s.timing
+    timing, query_time = s.timing, params.query_time
     if params.st:
         if timing is None:
             raise HTTPException(400, "this server ranks by appearance only: it has no times")
-        if params.query_time is None and name is not None:
-            params.query_time = timing.time_of(name)
-        if query["camera"] is None or params.query_time is None:
+        if query_time is None and name is not None:
+            query_time = timing.time_of(name)  # an indexed query's own time
+        if query["camera"] is None or query_time is None:
             raise HTTPException(
                 400, "st=1 needs the query's camera and time (query_camera=C&query_time=S)"
             )
-    if timing is not None and params.query_time is not None:
-        query["time"] = params.query_time
+    if timing is not None and query_time is not None:
+        query["time"] = query_time
     hits = s.live.search(
         vector,
         max(params.top, timing.candidates) if params.st else params.top,
@@ -80,7 +80,7 @@ def answer(
         exclude_name=name,
     )
     if params.st:
-        ranked = timing.rank(hits, query["camera"], params.query_time, params.top)
+        ranked = timing.rank(hits, query["camera"], query_time, params.top)
         results = hits_json([h for h, _, _ in ranked], timing)
         for row, (hit, fused, transit) in zip(results, ranked):
             row.update(distance=round(fused, 6), appearance=round(hit.distance, 6),
