@@ -6,7 +6,11 @@ driven by Selenium), saved as a PNG.
 
 The gallery is the test split (query + gallery folders) of the synthetic set the run was trained
 on (``data.synth_preset``); the query is the first query image of identity ``--identity`` and the
-page shows its nearest images in the other cameras.
+page shows its nearest images in the other cameras. ``--labelling``: the labelling view instead
+(README, "How good is it on my cameras?"): the view is ticked and the query's true matches among
+the first results are marked "same person", the first other result "not this person".
+
+    python benchmarks/serve_screenshot.py RUN_DIR --labelling --out docs/label_page.png
 """
 
 from __future__ import annotations
@@ -32,6 +36,26 @@ FLAGS = [
 ]
 
 
+def label_some(driver, pids: dict[str, int], identity: int, matches: int = 3) -> None:
+    """Tick the labelling view; mark the first ``matches`` true matches and one wrong result."""
+    from selenium.webdriver.common.by import By
+
+    if not driver.find_element(By.ID, "labelling").is_displayed():
+        driver.find_element(By.CSS_SELECTOR, "#label-panel summary").click()
+    if not driver.find_element(By.ID, "labelling").is_selected():
+        driver.find_element(By.ID, "labelling").click()
+    time.sleep(1)
+    cards = driver.find_elements(By.CSS_SELECTOR, "#results .card[data-name]")
+    names = [c.get_attribute("data-name") for c in cards]
+    same = [n for n in names if pids.get(n) == identity][:matches]
+    other = [n for n in names if pids.get(n) != identity][:1]
+    for name, op in [*((n, "same") for n in same), *((n, "different") for n in other)]:
+        driver.find_element(
+            By.CSS_SELECTOR, f'#results .card[data-name="{name}"] .mark-{op}'
+        ).click()
+        time.sleep(0.7)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a trained run folder (best.pt)")
@@ -39,6 +63,7 @@ def main() -> int:
     parser.add_argument("--identity", type=int, default=12, help="the query's identity")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--size", default="1280,900", help="window width,height")
+    parser.add_argument("--labelling", action="store_true", help="the labelling view, marked")
     args = parser.parse_args()
 
     from selenium import webdriver
@@ -82,6 +107,9 @@ def main() -> int:
         try:
             driver.get(page)
             time.sleep(4)  # the results and their thumbnails
+            if args.labelling:
+                pids = {Path(x.path).name: x.pid for x in [*dataset.query, *dataset.gallery]}
+                label_some(driver, pids, args.identity)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             driver.save_screenshot(str(args.out))
         finally:
