@@ -303,6 +303,20 @@ def test_cluster_time_on_is_refused_without_times(tmp_path):
         Trainer(cfg, tmp_path / "run", progress=False)
 
 
+def test_trainer_relabels_with_split_tracklets_on_the_site(site_run, tmp_path):
+    from cacl.config import load_config
+    from cacl.engine.trainer import Trainer
+
+    _, _, run = site_run
+    cfg = load_config(str(run / "config.yaml"), ["cluster.split=on", "cluster.constraints=both"])
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    trainer.init_memory()
+    stats = trainer.relabel()
+    assert stats["split_threshold"] > 0 and stats["tracklets_split"] >= 0
+    assert stats["mixed_after"] <= stats["mixed_before"]
+    assert len(trainer.classes) == len(trainer.dataset.train)
+
+
 def test_cacl_eval_st_refuses_a_test_split_without_times(site_run, tmp_path):
     site, _, run = site_run
     plain = tmp_path / "eval"

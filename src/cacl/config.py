@@ -144,6 +144,13 @@ class ClusterConfig:
     # on = from the second epoch, every cross-camera similarity of the clustering graph is scaled
     # by the previous epoch's transit-time model (1 for the likeliest transit, 0.34 for none).
     time: str = "off"
+    # Splitting tracklets at likely identity switches (docs/method.md, "Tracklets"; TMC): on =
+    # every epoch, a tracklet whose crops, in time order, fall into a before and an after further
+    # apart than split_ratio x the median distance of two tracklets of one camera is cut there
+    # (each side split_min crops or more), and the pieces are the tracklets of the constraints.
+    split: str = "off"
+    split_ratio: float = 0.5
+    split_min: int = 3
 
     def tracklet_options(self) -> dict[str, Any]:
         """The tracklet keyword arguments of :func:`cacl.clustering.pseudo_labels_with_stats`."""
@@ -431,6 +438,17 @@ def validate(cfg: Config) -> None:
     _check_choice("cluster.constraints", cfg.cluster.constraints, ("none", "must_link", "both"))
     _check_choice("cluster.tracklet_encoding", cfg.cluster.tracklet_encoding, ("mean", "contract"))
     _check_choice("cluster.time", cfg.cluster.time, ("off", "on"))
+    _check_choice("cluster.split", cfg.cluster.split, ("off", "on"))
+    if cfg.cluster.split == "on" and cfg.cluster.constraints == "none":
+        raise ConfigError(
+            "cluster.split=on cuts tracklets for the constraints: give cluster.constraints="
+            "must_link or both (or cluster.split=off)"
+        )
+    if cfg.cluster.split_ratio <= 0 or cfg.cluster.split_min < 1:
+        raise ConfigError(
+            f"cluster.split_ratio must be above 0 and cluster.split_min 1 or more, got "
+            f"{cfg.cluster.split_ratio} and {cfg.cluster.split_min}"
+        )
     if cfg.cluster.outliers not in ("singleton", "drop"):
         raise ConfigError("cluster.outliers must be singleton or drop")
     if cfg.cluster.on_no_cluster not in ("continue", "stop"):

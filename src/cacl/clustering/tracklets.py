@@ -32,10 +32,23 @@ of tracklets that a labelling breaks, and the share of cannot-link pairs it keep
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import scipy.sparse as sp
 
 from cacl.errors import CaclError
+
+
+class Tracklets(NamedTuple):
+    """The tracklets of a training set: ``ids`` (0..T-1 per crop), the cannot-link ``pairs``
+    (``(P, 2)`` tracklet ids) and ``times`` (each crop's time on its camera's clock, NaN:
+    unknown; they order a tracklet's crops)."""
+
+    ids: np.ndarray
+    pairs: np.ndarray
+    times: np.ndarray
+
 
 #: ``cluster.constraints`` values: the must-link alone, or must-link and cannot-link.
 CONSTRAINTS = ("must_link", "both")

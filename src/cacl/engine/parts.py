@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from cacl import distributed
+from cacl.clustering.tracklets import Tracklets
 from cacl.config import Config
 from cacl.data.default import resolve_dataset
 from cacl.data.transforms import test_transform
@@ -37,12 +38,10 @@ def load_train_data(cfg: Config) -> tuple[ReidDataset, np.ndarray, np.ndarray | 
     return dataset, camids, true_pids
 
 
-def tracklet_constraints(
-    dataset: ReidDataset, camids: np.ndarray, mode: str
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(tracklet ids 0..T-1, cannot-link pairs)`` of the training images when the data has
-    tracklets (``tracklets.csv``), else None; the pairs are empty unless ``mode`` is ``both``
-    and the crops have times. The statistics use both whatever ``mode`` is."""
+def tracklet_constraints(dataset: ReidDataset, camids: np.ndarray, mode: str) -> Tracklets | None:
+    """The tracklets of the training images (ids 0..T-1, cannot-link pairs, each crop's time on
+    its camera's clock) when the data has them (``tracklets.csv``), else None; the pairs are
+    empty when the crops have no times. The statistics use them whatever ``mode`` is."""
     if not dataset.has_tracklets:
         return None
     from cacl.clustering.tracklets import cannot_link_pairs, check_tracklets
@@ -53,7 +52,7 @@ def tracklet_constraints(
     )
     times = np.array([np.nan if x is None else x.time for x in sightings], dtype=np.float64)
     pairs = cannot_link_pairs(ids, camids, times)
-    return ids, pairs
+    return Tracklets(ids, pairs, times)
 
 
 def describe_run(

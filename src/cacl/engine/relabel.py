@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from cacl.clustering.stats import ClusterStats, identity_classes, training_classes
+from cacl.clustering.tracklets import Tracklets
 from cacl.config import ClusterConfig
 from cacl.errors import TrainingError
 
@@ -22,7 +23,7 @@ def compute_classes(
     true_pids: np.ndarray | None,
     supervised: bool = False,
     cameras: np.ndarray | None = None,
-    tracklets: tuple[np.ndarray, np.ndarray] | None = None,
+    tracklets: Tracklets | None = None,
     times: np.ndarray | None = None,
     time_weight: Any = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -31,9 +32,11 @@ def compute_classes(
     ``cameras`` (one id per row) feed the camera-aware options and the camera statistics.
     Warns when no cluster forms (training goes on with singleton classes, or stops with
     :class:`TrainingError` when ``cfg.on_no_cluster`` is ``stop``) and when one cluster holds
-    more than half of the samples. ``tracklets``: ``(ids, cannot-link pairs)`` of the rows; with
-    ``cfg.constraints`` other than ``none`` the clustering keeps them (must-link; ``both``: the
-    cannot-link too) and an outlier tracklet is one class; their statistics are kept either way.
+    more than half of the samples. ``tracklets``: those of the rows; with ``cfg.constraints``
+    other than ``none`` the clustering keeps them (must-link; ``both``: the cannot-link too) and
+    an outlier tracklet is one class; their statistics (on the tracker's tracklets) are kept
+    either way. ``cfg.split=on`` first cuts them at likely identity switches
+    (:mod:`cacl.clustering.splitting`) and the pieces take their place.
     ``times`` and ``time_weight`` (``cluster.time=on``): see :mod:`cacl.clustering.timing`.
     """
     if supervised:
@@ -44,11 +47,14 @@ def compute_classes(
     from cacl.clustering import pseudo_labels_with_stats
 
     constrained = tracklets is not None and cfg.constraints != "none"
+    used, split = tracklets, None
+    if constrained and cfg.split == "on":
+        used, split = _split(features, tracklets, cameras, cfg, true_pids)
     labels, raw = pseudo_labels_with_stats(
         features,
         cameras=cameras,
-        tracklets=tracklets[0] if constrained else None,
-        cannot_link=tracklets[1] if constrained and cfg.constraints == "both" else None,
+        tracklets=used.ids if constrained else None,
+        cannot_link=used.pairs if constrained and cfg.constraints == "both" else None,
         **cfg.knn_options(),
         **cfg.clustering_options(),
         **cfg.encoding_options(),
@@ -60,7 +66,7 @@ def compute_classes(
     if tracklets is not None:
         from cacl.clustering.tracklets import constraint_stats
 
-        constraints = constraint_stats(labels, *tracklets)
+        constraints = constraint_stats(labels, tracklets.ids, tracklets.pairs)
     stats = ClusterStats.of(
         labels,
         eps=raw.eps,
@@ -71,6 +77,8 @@ def compute_classes(
         features=features,
         constraints=constraints,
     ).as_dict()
+    if split is not None:
+        stats.update(split)
     stats["clusters_before_refine"] = raw.n_clusters_raw
     stats["outliers_before_refine"] = raw.n_outliers_raw
     outliers = cfg.outliers
@@ -89,5 +97,46 @@ def compute_classes(
             stats["size_max"],
             stats["samples"],
         )
-    groups = tracklets[0] if constrained else None
+    groups = used.ids if constrained else None
     return training_classes(labels, outliers, groups if outliers == "singleton" else None), stats
+
+
+def _split(
+    features: torch.Tensor,
+    tracklets: Tracklets,
+    cameras: np.ndarray | None,
+    cfg: ClusterConfig,
+    true_pids: np.ndarray | None,
+) -> tuple[Tracklets, dict[str, Any]]:
+    """The tracklets cut at likely identity switches, with their cannot-link pairs, and what the
+    cut did (with true identities: the share of mixed tracklets before and after)."""
+    from cacl.clustering.splitting import mixed_share, split_tracklets
+    from cacl.clustering.tracklets import cannot_link_pairs
+
+    if cameras is None:
+        raise TrainingError("cluster.split=on needs the camera of every training image")
+    ids, info = split_tracklets(
+        features,
+        tracklets.ids,
+        cameras,
+        tracklets.times,
+        ratio=cfg.split_ratio,
+        min_side=cfg.split_min,
+    )
+    pairs = cannot_link_pairs(ids, cameras, tracklets.times)
+    known = None if true_pids is None else np.asarray(true_pids) >= 0
+    if known is not None and known.any():
+        info["mixed_before"] = mixed_share(tracklets.ids[known], true_pids[known])
+        info["mixed_after"] = mixed_share(ids[known], true_pids[known])
+    log.info(
+        "split %d of %d tracklets at likely identity switches (+%d pieces, cosine distance > %s)%s",
+        info["tracklets_split"],
+        int(tracklets.ids.max(initial=-1)) + 1,
+        info["split_pieces"],
+        "n/a" if info["split_threshold"] is None else f"{info['split_threshold']:.3f}",
+        ""
+        if "mixed_after" not in info
+        else f"; tracklets of 2+ people {100 * info['mixed_before']:.1f}% -> "
+        f"{100 * info['mixed_after']:.1f}%",
+    )
+    return Tracklets(ids, pairs, tracklets.times), info
