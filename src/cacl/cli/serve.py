@@ -53,8 +53,9 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--st-candidates",
         type=int,
-        default=500,
-        help="nearest images by appearance that st=1 re-orders by time (default 500)",
+        default=100,
+        help="nearest images by appearance that st=1 re-orders by time (default 100: on the "
+        "synthetic site as good as all of them)",
     )
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
     parser.add_argument(

@@ -62,7 +62,7 @@ def camera_number(camera: str | None) -> int:
 class TimeRanking:
     model: TransitModel
     times: dict[str, float]
-    candidates: int = 500
+    candidates: int = 100
 
     def time_of(self, name: str) -> float | None:
         return self.times.get(name)
