@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from cacl import distributed
-from cacl.clustering.tracklets import Tracklets
+from cacl.clustering.tracklets import Tracklets, cannot_link_pairs, check_tracklets
 from cacl.config import Config
 from cacl.data.default import resolve_dataset
 from cacl.data.transforms import test_transform
@@ -44,7 +44,6 @@ def tracklet_constraints(dataset: ReidDataset, camids: np.ndarray, mode: str) ->
     empty when the crops have no times. The statistics use them whatever ``mode`` is."""
     if not dataset.has_tracklets:
         return None
-    from cacl.clustering.tracklets import cannot_link_pairs, check_tracklets
 
     sightings = [dataset.sightings.get(s.path) for s in dataset.train]
     ids = check_tracklets(
