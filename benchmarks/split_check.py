@@ -71,7 +71,7 @@ def main() -> None:
         memory, untrained, cfg, dataset = features_of(run)
         cameras = np.array([s.camid for s in dataset.train])
         pids = np.array([s.pid for s in dataset.train])
-        tracklets = tracklet_constraints(dataset, cameras, "both")
+        tracklets = tracklet_constraints(dataset, cameras)
         for name, feats in (("trained", memory), ("untrained", untrained)):
             for ratio in args.ratios:
                 row = {"run": str(run), "features": name}

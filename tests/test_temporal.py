@@ -293,6 +293,31 @@ def test_cluster_time_on_weights_by_the_previous_labels_transit_model(site_run, 
     assert expected.min() < 0.5 and expected.max() == pytest.approx(1.0, abs=0.05)
 
 
+def test_each_relabellings_transit_model_is_fitted_once(site_run, tmp_path, monkeypatch):
+    """transit.json and the next epoch's cluster.time=on weight ask for the model of the same
+    labels: one fit per epoch, not two; a new set of labels is fitted again."""
+    from cacl.config import load_config
+    from cacl.engine.trainer import Trainer
+    from cacl.temporal import run as temporal_run
+
+    calls = []
+    real = temporal_run.fit_transit
+    monkeypatch.setattr(
+        temporal_run, "fit_transit", lambda *a, **k: calls.append(a[0]) or real(*a, **k)
+    )
+    _, _, run = site_run
+    cfg = load_config(
+        str(run / "config.yaml"), ["cluster.time=on", "train.epochs=3", "train.iters=1"]
+    )
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    trainer.fit()
+    assert len(calls) == 3 and trainer.transit.fits == 3
+    assert calls[-1] is trainer.classes
+    trainer.classes = trainer.classes.copy()  # equal labels, a new relabelling: fitted again
+    trainer._time_weight()
+    assert len(calls) == 4
+
+
 def test_cluster_time_on_is_refused_without_times(tmp_path):
     from cacl.config import load_config
     from cacl.engine.trainer import Trainer

@@ -31,6 +31,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from cacl.config import Config
 from cacl.errors import TrainingError
@@ -198,6 +199,42 @@ def replan_iters(
     fits = math.floor((left - fixed) / (epochs_left * step))
     floor = min(iters, max(1, math.ceil(MIN_ITERS_SHARE * configured_iters)))
     return max(floor, min(iters, fits))
+
+
+def replan_from_history(
+    cfg: Config,
+    history: list[dict[str, Any]],
+    stages: dict[str, float],
+    plan: dict[str, Any] | None,
+    *,
+    next_epoch: int,
+    elapsed: float,
+    evaluates: bool,
+) -> tuple[int, float]:
+    """:func:`replan_iters` for epochs ``next_epoch..train.epochs`` of a run so far (its epoch
+    records, stage times and plan): the last epoch's seconds per step, its start (epoch 1
+    clustered the memory alone; later epochs extract too); returns (iters, that step time)."""
+    t, last = cfg.train, history[-1]
+    step = last["train_seconds"] / max(1, last.get("iters", t.iters))
+    start = stages.get("relabel_seconds", 0.0)
+    if len(history) > 1:
+        start = last["relabel_seconds"]
+    elif cfg.cluster.source == "extract":
+        start += stages.get("extract_seconds", 0.0)
+    epochs = range(next_epoch, t.epochs + 1)
+    evals = sum(1 for e in epochs if e % t.eval_every == 0 or e == t.epochs)
+    iters = replan_iters(
+        budget=t.budget,
+        elapsed=elapsed,
+        epochs_left=len(epochs),
+        iters=t.iters,
+        configured_iters=plan["configured_iters"] if plan else t.iters,
+        step=step,
+        epoch_start=start,
+        evaluations_left=evals if evaluates else 0,
+        evaluation=stages.get("initial_eval_seconds", 0.0),
+    )
+    return iters, step
 
 
 def check_start(budget: float, elapsed: float, margin: float = MARGIN) -> None:

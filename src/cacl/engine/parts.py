@@ -38,10 +38,11 @@ def load_train_data(cfg: Config) -> tuple[ReidDataset, np.ndarray, np.ndarray | 
     return dataset, camids, true_pids
 
 
-def tracklet_constraints(dataset: ReidDataset, camids: np.ndarray, mode: str) -> Tracklets | None:
+def tracklet_constraints(dataset: ReidDataset, camids: np.ndarray) -> Tracklets | None:
     """The tracklets of the training images (ids 0..T-1, cannot-link pairs, each crop's time on
     its camera's clock) when the data has them (``tracklets.csv``), else None; the pairs are
-    empty when the crops have no times. The statistics use them whatever ``mode`` is."""
+    empty when the crops have no times. Made whatever ``cluster.constraints`` is: the
+    statistics of every run on tracklets use them."""
     if not dataset.has_tracklets:
         return None
 

@@ -2,6 +2,8 @@
 
 One :class:`Trainer` holds the state that changes during a run (network, optimiser, scheduler,
 the two memory banks, the pseudo labels, history); everything else is pure functions elsewhere.
+The module is long for that reason: each stage is a short method over the same state, and what
+a stage computes lives beside it in ``cacl.engine`` (budget, relabel, step, transit, parts).
 A checkpoint (``last.pt``) is written atomically after every epoch with all of that state, so
 ``Trainer.resume(run_dir)`` continues exactly where the run stopped.
 
@@ -54,6 +56,7 @@ from cacl.engine.relabel import compute_classes
 from cacl.engine.seeds import epoch_seed, loader_seed, rank_seed, seed_everything
 from cacl.engine.step import train_step
 from cacl.engine.train_data import train_loader
+from cacl.engine.transit import EpochTransit
 from cacl.errors import TrainingError
 from cacl.evaluation.network import network_distances, score_distances
 from cacl.memory import InstanceMemory, memory_dtype
@@ -99,13 +102,14 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         seed_everything(t.seed)
         self.dataset, self.camids, self.true_pids = load_train_data(cfg)
-        self.tracklets = tracklet_constraints(self.dataset, self.camids, cfg.cluster.constraints)
+        self.tracklets = tracklet_constraints(self.dataset, self.camids)
         from cacl.data.times import sample_times
 
         # a site's crops on one clock: the transit model of each epoch's pseudo labels (only
         # those: a Market-style name's frame number is no site clock)
         site = bool(self.dataset.sightings) and self.dataset.clock == "site"
         self.train_times = sample_times(self.dataset, "train") if site else None
+        self.transit = EpochTransit(self.camids, self.train_times) if site else None
         if cfg.cluster.time == "on" and self.train_times is None:
             raise TrainingError(
                 "cluster.time=on needs training crops with times on one clock (a site's crops "
@@ -387,26 +391,16 @@ class Trainer:
     def _replan(self) -> None:
         """Before a later epoch of the run that made the plan: fewer iterations for the epochs
         left when, at the last epoch's step time, they would overrun the budget."""
-        t, last = self.cfg.train, self.history[-1]
-        step = last["train_seconds"] / max(1, last.get("iters", t.iters))
-        start = self.stages.get("relabel_seconds", 0.0)
-        if len(self.history) > 1:  # epoch 1 clusters the memory alone; later epochs extract too
-            start = last["relabel_seconds"]
-        elif self.cfg.cluster.source == "extract":
-            start += self.stages.get("extract_seconds", 0.0)
-        epochs = range(self.epoch + 1, t.epochs + 1)
-        evals = sum(1 for e in epochs if e % t.eval_every == 0 or e == t.epochs)
-        iters = distributed.on_main(
-            lambda: budget.replan_iters(
-                budget=t.budget,
+        t = self.cfg.train
+        iters, step = distributed.on_main(
+            lambda: budget.replan_from_history(
+                self.cfg,
+                self.history,
+                self.stages,
+                self.plan,
+                next_epoch=self.epoch + 1,
                 elapsed=budget.clock() - self.started,
-                epochs_left=len(epochs),
-                iters=t.iters,
-                configured_iters=self.plan["configured_iters"] if self.plan else t.iters,
-                step=step,
-                epoch_start=start,
-                evaluations_left=evals if self.dataset.has_test_split else 0,
-                evaluation=self.stages.get("initial_eval_seconds", 0.0),
+                evaluates=self.dataset.has_test_split,
             )
         )
         if iters < t.iters:
@@ -479,9 +473,8 @@ class Trainer:
         if self.cfg.cluster.time != "on" or self.classes is None:
             return None
         from cacl.temporal.fusion import transit_weight
-        from cacl.temporal.run import epoch_transit
 
-        model = epoch_transit(self.classes, self.camids, self.train_times)
+        model = self.transit.model(self.classes)
         if model is None:
             log.warning("cluster.time=on: clustering by appearance alone this epoch")
         return transit_weight(model) if model is not None else None
@@ -489,12 +482,11 @@ class Trainer:
     def _save_transit(self, number: int) -> None:
         """``transit.json`` of this epoch's pseudo labels, when the training crops have times
         on one clock (``cacl eval --st`` and ``cacl serve`` use it); never fails a run."""
-        if not self.is_main or self.train_times is None:
+        if not self.is_main or self.transit is None:
             return
-        from cacl.temporal.run import epoch_transit
         from cacl.temporal.transit import TRANSIT_FILE
 
-        model = epoch_transit(self.classes, self.camids, self.train_times, number)
+        model = self.transit.model(self.classes, number)
         if model is not None:
             model.save(self.output / TRANSIT_FILE)
 
