@@ -186,6 +186,40 @@ def test_split_rules():
         plan_split(labels_of([["1_2.jpg", "1_3.jpg"]]), cameras)
 
 
+def test_images_marked_different_and_in_no_identity_are_gallery_distractors(tmp_path):
+    cameras = {f"{c}_{i}.jpg": c for c in ("1", "2") for i in range(4)}
+    events = [
+        {"op": "same", "id": "s1", "a": "1_0.jpg", "b": "2_0.jpg"},
+        {"op": "same", "id": "s2", "a": "1_0.jpg", "b": "2_1.jpg"},
+        {"op": "different", "id": "d1", "a": "1_0.jpg", "b": "2_2.jpg"},  # a distractor
+        {"op": "different", "id": "d2", "a": "1_0.jpg", "b": "1_3.jpg"},  # undone below
+        {"op": "undo", "id": "u1", "target": "d2"},
+        {"op": "different", "id": "d3", "a": "2_0.jpg", "b": "1_1.jpg"},  # joins an identity:
+        {"op": "same", "id": "s3", "a": "1_1.jpg", "b": "2_3.jpg"},  # not a distractor
+    ]
+    labels = resolve(events)
+    files = plan_split(labels, cameras)
+    distractors = [f for f in files if f.identity == 0]
+    assert [(f.source, f.split, f.camera) for f in distractors] == [("2_2.jpg", GALLERY, 2)]
+    assert distractors[0].name.startswith("0000_c2s1_")
+    assert [f.source for f in plan_split(labels, cameras, distractors=False)] == [
+        f.source for f in files if f.identity > 0
+    ]
+    root = tmp_path / "gallery"
+    root.mkdir()
+    for name in cameras:
+        Image.new("RGB", (8, 16), (int(name[0]) * 90, int(name[2]) * 60, 0)).save(root / name)
+    summary = write_split(files, lambda n: root / n, tmp_path / "split")
+    assert summary["identities"] == 2 and summary["distractor_images"] == 1
+    # the reader keeps id 0 in the gallery (Market-1501's distractors) and queries none of it
+    split = load_dataset("market-test", tmp_path / "split")
+    assert sorted(s.pid for s in split.gallery).count(0) == 1
+    assert all(s.pid > 0 for s in split.query)
+    # a distractor without a camera is refused like any exported image
+    with pytest.raises(LabelError, match="have no camera"):
+        plan_split(labels, {k: v for k, v in cameras.items() if k != "2_2.jpg"})
+
+
 def test_export_writes_a_split_the_market_reader_reads(tmp_path):
     root = tmp_path / "gallery"
     root.mkdir()

@@ -171,6 +171,23 @@ def test_export_refuses_without_a_cross_camera_identity(client, tmp_path, capsys
     assert not (tmp_path / "split").exists()
 
 
+def test_export_takes_results_marked_not_this_person_as_distractors(client, tmp_path, capsys):
+    http, live = client
+    for a, b in [(0, 1), (0, 2)]:
+        assert post(http, op="same", a=gallery_name(a), b=gallery_name(b)).status_code == 201
+    assert post(http, op="different", a=gallery_name(0), b=gallery_name(5)).status_code == 201
+    out = tmp_path / "split"
+    assert main(["labels", "export", str(live.folder), str(out)]) == 0
+    assert "(1 of them distractors)" in capsys.readouterr().out
+    split = load_dataset("market-test", out)
+    assert sorted(s.pid for s in split.gallery).count(0) == 1
+    distractor = next(s for s in split.gallery if s.pid == 0)
+    assert distractor.camid == 2  # gallery_name(5) is camera 3 (0-based 2)
+    kept = tmp_path / "kept"
+    assert main(["labels", "export", str(live.folder), str(kept), "--no-distractors"]) == 0
+    assert all(s.pid > 0 for s in load_dataset("market-test", kept).gallery)
+
+
 ANN, BOB = "ann-personal-token-0123456789", "bob-personal-token-0123456789"
 
 

@@ -24,6 +24,13 @@ def register(subparsers) -> None:
     export.add_argument("index", help="an index folder (cacl index build)")
     export.add_argument("out", help="output folder (new)")
     export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    export.add_argument(
+        "--no-distractors",
+        dest="distractors",
+        action="store_false",
+        help="leave out the images marked 'not this person' that belong to no identity "
+        "(by default they join the gallery as distractors, id 0)",
+    )
     export.set_defaults(func=run_export)
 
 
@@ -51,18 +58,20 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from cacl.labels.export import plan_split, write_split
+    from cacl.labels.export import exported_images, plan_split, write_split
 
     live, names, store = _open(args.index)
     with live:
         labels = store.labels()
-        cameras = {name: live.camera_of(name) for name in labels.of_image}
-        files = plan_split(labels, cameras)
+        images = exported_images(labels, args.distractors)
+        cameras = {name: live.camera_of(name) for name in images}
+        files = plan_split(labels, cameras, args.distractors)
         summary = write_split(files, live.file_of, args.out, overwrite=args.overwrite)
     cams = ", ".join(f"{n} in {k}" for k, n in summary["cameras_per_identity"].items())
     print(
         f"{args.out}: {summary['identities']} identities ({summary['queried_identities']} span "
         f"2+ cameras and are queried; cameras per identity: {cams}), "
-        f"{summary['query_images']} queries, {summary['gallery_images']} gallery images"
+        f"{summary['query_images']} queries, {summary['gallery_images']} gallery images "
+        f"({summary['distractor_images']} of them distractors)"
     )
     return 0

@@ -5,6 +5,12 @@ Rules (:func:`plan_split`, pure):
 
 - every identity of 2+ labelled images is exported; images nobody labelled are not (an unlabelled
   image may be anyone, so it cannot serve as a distractor);
+- an image marked "not this person" that belongs to no identity is a distractor (``distractors``,
+  the default): it joins the gallery as identity 0, Market-1501's distractors, and counts against
+  every query that ranks it. These are the wrong results a person saw near the top, the hard
+  negatives that a split of labelled identities alone lacks (it over-states the model: README,
+  "Simulated labelling"); one that is in fact the unlabelled match of another identity counts
+  against that identity's queries;
 - an identity seen in 2+ cameras gives one query per camera (its first image there, by name), and
   all its other images go to the gallery; a query without a gallery image of its identity in
   another camera (Market-1501's evaluation ignores same-camera matches) goes to the gallery too,
@@ -13,7 +19,8 @@ Rules (:func:`plan_split`, pure):
 - an identity seen in one camera only goes to the gallery whole (it cannot be queried);
 - no identity spanning two cameras: nothing to evaluate, a :class:`LabelError` that says so.
 
-Files are named ``<id:04d>_c<camera>s1_<serial:06d>_00<ext>`` with identities numbered from 1 and
+Files are named ``<id:04d>_c<camera>s1_<serial:06d>_00<ext>`` with identities numbered from 1 (0 for
+distractors) and
 cameras numbered 1..C in sorted order, copied (hard-linked where the file system allows) into a
 temporary folder that is renamed to ``OUT`` when complete; ``OUT/split.json`` holds the summary
 and where every file came from.
@@ -50,10 +57,29 @@ def camera_numbers(cameras: Mapping[str, str | None]) -> dict[str, int]:
     return {value: i + 1 for i, value in enumerate(sorted(values, key=key))}
 
 
-def plan_split(labels: Labels, cameras: Mapping[str, str | None]) -> list[Exported]:
+def distractor_images(labels: Labels) -> list[str]:
+    """Images of a "different" mark in force that belong to no identity, in the order marked."""
+    out: dict[str, None] = {}
+    for event in labels.events:
+        if event.get("op") == "different":
+            for image in (event["a"], event["b"]):
+                if labels.identity(image) is None:
+                    out.setdefault(image)
+    return list(out)
+
+
+def exported_images(labels: Labels, distractors: bool = True) -> list[str]:
+    """Every image the split takes (the identities', then the distractors)."""
+    images = [i for ident in labels.identities for i in ident.images]
+    return images + (distractor_images(labels) if distractors else [])
+
+
+def plan_split(
+    labels: Labels, cameras: Mapping[str, str | None], distractors: bool = True
+) -> list[Exported]:
     """The files of the split (see the module's docstring); ``cameras``: image -> camera."""
     number = camera_numbers(cameras)
-    missing = [i for ident in labels.identities for i in ident.images if cameras.get(i) is None]
+    missing = [i for i in exported_images(labels, distractors) if cameras.get(i) is None]
     if missing:
         raise LabelError(
             f"{len(missing)} labelled images have no camera (e.g. {missing[0]}); an evaluation "
@@ -82,6 +108,11 @@ def plan_split(labels: Labels, cameras: Mapping[str, str | None]) -> list[Export
                 ext = Path(image).suffix.lower() or ".jpg"
                 name = f"{pid:04d}_c{cam}s1_{serial:06d}_00{ext}"
                 out.append(Exported(split, name, image, pid, cam))
+    for image in distractor_images(labels) if distractors else []:
+        serial += 1
+        cam = number[cameras[image]]
+        ext = Path(image).suffix.lower() or ".jpg"
+        out.append(Exported(GALLERY, f"0000_c{cam}s1_{serial:06d}_00{ext}", image, 0, cam))
     if multi == 0:
         raise LabelError(
             f"no labelled identity spans two cameras ({len(labels.identities)} identities, all "
@@ -91,10 +122,11 @@ def plan_split(labels: Labels, cameras: Mapping[str, str | None]) -> list[Export
 
 
 def summarize(files: list[Exported]) -> dict:
-    identities = {f.identity for f in files}
+    identities = {f.identity for f in files if f.identity > 0}
     cams = Counter(len({f.camera for f in files if f.identity == i}) for i in identities)
     return {
         "identities": len(identities),
+        "distractor_images": sum(f.identity == 0 for f in files),
         "queried_identities": len({f.identity for f in files if f.split == QUERY}),
         "query_images": sum(f.split == QUERY for f in files),
         "gallery_images": sum(f.split == GALLERY for f in files),
