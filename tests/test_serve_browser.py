@@ -3,6 +3,7 @@ Selenium; no browser download): what a person sees when they browse, click, uplo
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -313,4 +314,8 @@ def test_label_merge_undo_and_export(labelling, tmp_path):
     assert main(["labels", "export", str(index), str(out)]) == 0
     split = load_dataset("market-test", out)
     assert len({s.pid for s in split.query}) == 2
-    assert len(split.query) + len(split.gallery) == 4
+    # the 4 images of the two identities, and the one marked "not this person" as a distractor
+    assert len(split.query) + len(split.gallery) == 5
+    files = json.loads((out / "split.json").read_text())["files"]
+    assert [f["source"] for f in files if f["identity"] == 0] == [gallery_name(2)]
+    assert sum(s.pid == 0 for s in split.gallery) == 1
