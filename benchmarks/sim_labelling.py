@@ -3,7 +3,9 @@
 A person is simulated by the true identities of a labelled test split (``--split``: Market-1501
 layout, e.g. a synthetic site's ``eval/``): they open a query, look at its ``--top`` nearest
 results in other cameras (the page's "other cameras only") and click "same person" on each
-result that is the query's person (one click each; the others they leave alone). Queries come
+result that is the query's person (one click each) and "not this person" on the first
+``--negatives`` results that are not (the exported split's distractors); the rest they leave
+alone. Queries come
 from the page's suggestions (the server's rule: of up to 256 random unlabelled images, those whose
 two nearest neighbours in other cameras are the least decided) or at random. Every ``--every``
 clicks the labels are exported with the rules of ``cacl labels export`` and the run is scored on
@@ -45,7 +47,8 @@ def split_map(dist: np.ndarray, files, index: dict[str, int]) -> float | None:
     return float(result.mAP)
 
 
-def simulate(dist, names, pids, cams, strategy, seed, clicks, every, top, full, tolerance):
+def simulate(dist, names, pids, cams, strategy, seed, clicks, every, top, full, tolerance,
+             negatives=0):  # fmt: skip
     from cacl.labels.export import plan_split
     from cacl.labels.store import LabelError, resolve
 
@@ -73,11 +76,15 @@ def simulate(dist, names, pids, cams, strategy, seed, clicks, every, top, full, 
         looked.add(q)
         opened += 1
         other = np.flatnonzero(cams != cams[q])
+        wrong = 0
         for j in other[np.argsort(dist[q, other])[:top]]:
-            if pids[j] != pids[q] or done >= clicks:
+            same = pids[j] == pids[q]
+            if done >= clicks or not (same or wrong < negatives):
                 continue
-            events.append({"id": f"e{len(events)}", "op": "same", "a": names[q], "b": names[j]})
-            labelled.update((q, int(j)))
+            wrong += not same
+            op = "same" if same else "different"
+            events.append({"id": f"e{len(events)}", "op": op, "a": names[q], "b": names[j]})
+            labelled.update((q, int(j)) if same else (q,))
             done += 1
             if done % every == 0:
                 try:
@@ -102,6 +109,9 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=20)
     parser.add_argument("--top", type=int, default=24, help="results a person looks at")
     parser.add_argument("--tolerance", type=float, default=0.02)
+    parser.add_argument(
+        "--negatives", type=int, default=0, help='"not this person" marks per query (distractors)'
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--out", default="benchmarks/results/sim_labelling.jsonl")
     args = parser.parse_args()
@@ -124,8 +134,9 @@ def main() -> None:
     for strategy in ("suggested", "random"):
         for seed in args.seeds:
             row = simulate(dist, names, pids, cams, strategy, seed, args.clicks, args.every,
-                           args.top, full, args.tolerance)  # fmt: skip
-            row.update(run=str(args.run), split=str(args.split), full_mAP=full, cpu=cpu_model())
+                           args.top, full, args.tolerance, args.negatives)  # fmt: skip
+            row.update(run=str(args.run), split=str(args.split), full_mAP=full, cpu=cpu_model(),
+                       negatives=args.negatives)  # fmt: skip
             with open(args.out, "a") as handle:
                 handle.write(json.dumps(row) + "\n")
             last = row["curve"][-1] if row["curve"] else {}
