@@ -47,6 +47,7 @@ def one_run(seed: int, setting: str, site: Path, crops: Path, out: Path, extra: 
         "seed": seed,
         "setting": setting,
         "overrides": extra,
+        "split": "split_threshold" in last,  # cluster.split cut the tracklets (auto: by default)
         "cpu": cpu_model(),
         "capability": torch.backends.cpu.get_cpu_capability(),
         "mAP": results["mAP"],
@@ -71,12 +72,15 @@ def summarize(path: str) -> None:
     groups: dict[tuple, list[dict]] = {}
     for line in Path(path).read_text().splitlines():
         row = json.loads(line)
-        groups.setdefault((row["faults"], row["setting"], tuple(row["overrides"])), []).append(row)
+        split = row.get("split", "cluster.split=on" in row["overrides"])  # rows before auto
+        cpu = row.get("cpu", "?").split()[0]  # figures of two CPUs are not one sample
+        key = (row["faults"], row["setting"], tuple(row["overrides"]), split, cpu)
+        groups.setdefault(key, []).append(row)
     keys = ("mAP", "rank1", "ari", "tracklets_broken", "cannot_link_separated",
             "multi_camera_clusters", "wall_s")  # fmt: skip
-    print("| faults | setting | seeds | " + " | ".join(keys) + " |")
-    print("|---" * (len(keys) + 3) + "|")
-    for (faults, setting, extra), rows in sorted(groups.items()):
+    print("| faults | setting | split | CPU | seeds | " + " | ".join(keys) + " |")
+    print("|---" * (len(keys) + 5) + "|")
+    for (faults, setting, extra, split, cpu), rows in sorted(groups.items()):
         cells = []
         for key in keys:
             values = np.array([r[key] for r in rows if r.get(key) is not None], dtype=float)
@@ -86,7 +90,8 @@ def summarize(path: str) -> None:
             )
         seeds = ",".join(str(r["seed"]) for r in rows)
         name = setting + (" " + " ".join(extra) if extra else "")
-        print(f"| {faults:g} | {name} | {seeds} | " + " | ".join(cells) + " |")
+        cut = "on" if split else "off"
+        print(f"| {faults:g} | {name} | {cut} | {cpu} | {seeds} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:

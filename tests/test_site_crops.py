@@ -281,6 +281,7 @@ def test_training_on_crops_logs_the_constraint_figures(site, tmp_path, constrain
             "train.epochs=1",
             "train.iters=2",
             f"cluster.constraints={constraints}",
+            "cluster.split=off",  # the constraints' guarantees on the tracker's tracklets
         ],
     )
     results = Trainer(cfg, tmp_path / "run", progress=False).fit()

@@ -1,4 +1,4 @@
-"""Splitting tracklets at likely identity switches (cluster.split=on)."""
+"""Splitting tracklets at likely identity switches (cluster.split=on, and auto by default)."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def test_compute_classes_uses_the_pieces_and_keeps_a_switch_out_of_one_cluster()
     )
     x = torch.from_numpy(_crops(centres, list(who), rng)).float()
     tracklets = Tracklets(ids, cannot_link_pairs(ids, cams, times), times)
-    cfg = ClusterConfig(eps=0.5, min_samples=2, constraints="must_link")
+    cfg = ClusterConfig(eps=0.5, min_samples=2, constraints="must_link", split="off")
     glued, _ = compute_classes(x, cfg, who, cameras=cams, tracklets=tracklets)
     switched = ids == tracklet
     assert np.unique(glued[switched]).size == 1  # must-link keeps the switch in one class
@@ -136,6 +136,13 @@ def test_compute_classes_uses_the_pieces_and_keeps_a_switch_out_of_one_cluster()
         mine = who == person
         assert np.unique(classes[mine]).size == 1  # the piece joined its person's other tracklet
     assert classes[switched & (who == 0)][0] != classes[switched & (who == 1)][0]
+    assert ClusterConfig().split == "auto"  # the default: split wherever there are tracklets
+    cfg.split = "auto"
+    auto, stats = compute_classes(x, cfg, who, cameras=cams, tracklets=tracklets)
+    assert np.array_equal(auto, classes) and stats["tracklets_split"] == 1
+    cfg.constraints = "none"  # auto without constraints: nothing to cut, no refusal
+    _, stats = compute_classes(x, cfg, who, cameras=cams, tracklets=tracklets)
+    assert "tracklets_split" not in stats
 
 
 def test_split_needs_constraints_and_sane_options():
@@ -144,6 +151,12 @@ def test_split_needs_constraints_and_sane_options():
     cfg.cluster.constraints = "none"
     with pytest.raises(ConfigError, match="cluster.constraints"):
         validate(cfg)
+    cfg.cluster.split = "auto"
+    validate(cfg)  # auto with constraints=none: no split, no error
+    cfg.cluster.split = "sometimes"
+    with pytest.raises(ConfigError, match="cluster.split"):
+        validate(cfg)
+    cfg.cluster.split = "on"
     cfg.cluster.constraints = "both"
     cfg.cluster.split_min = 0
     with pytest.raises(ConfigError, match="split_min"):

@@ -35,7 +35,7 @@ def compute_classes(
     more than half of the samples. ``tracklets``: those of the rows; with ``cfg.constraints``
     other than ``none`` the clustering keeps them (must-link; ``both``: the cannot-link too) and
     an outlier tracklet is one class; their statistics (on the tracker's tracklets) are kept
-    either way. ``cfg.split=on`` first cuts them at likely identity switches
+    either way. ``cfg.split`` on (or auto) first cuts them at likely identity switches
     (:mod:`cacl.clustering.splitting`) and the pieces take their place.
     ``times`` and ``time_weight`` (``cluster.time=on``): see :mod:`cacl.clustering.timing`.
     """
@@ -48,7 +48,7 @@ def compute_classes(
 
     constrained = tracklets is not None and cfg.constraints != "none"
     used, split = tracklets, None
-    if constrained and cfg.split == "on":
+    if constrained and cfg.split in ("on", "auto"):
         used, split = _split(features, tracklets, cameras, cfg, true_pids)
     labels, raw = pseudo_labels_with_stats(
         features,
