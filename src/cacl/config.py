@@ -149,7 +149,8 @@ class ClusterConfig:
     # apart than split_ratio x the median distance of two tracklets of one camera is cut there
     # (each side split_min crops or more), and the pieces are the tracklets of the constraints.
     # auto (the default) = on where the training crops have tracklets and constraints is not none
-    # (README, "The synthetic site": +0.086 mAP at the default tracker faults, -0.032 with none).
+    # (README, "The synthetic site": +0.086 mAP at the default tracker faults, -0.032 with a
+    # perfect tracker).
     split: str = "auto"
     split_ratio: float = 0.5
     split_min: int = 3

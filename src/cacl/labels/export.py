@@ -19,9 +19,8 @@ Rules (:func:`plan_split`, pure):
 - an identity seen in one camera only goes to the gallery whole (it cannot be queried);
 - no identity spanning two cameras: nothing to evaluate, a :class:`LabelError` that says so.
 
-Files are named ``<id:04d>_c<camera>s1_<serial:06d>_00<ext>`` with identities numbered from 1 (0 for
-distractors) and
-cameras numbered 1..C in sorted order, copied (hard-linked where the file system allows) into a
+Files are named ``<id:04d>_c<camera>s1_<serial:06d>_00<ext>`` with identities numbered from 1 (0
+for distractors) and cameras numbered 1..C in sorted order, copied (hard-linked where the file system allows) into a
 temporary folder that is renamed to ``OUT`` when complete; ``OUT/split.json`` holds the summary
 and where every file came from.
 """
@@ -74,12 +73,19 @@ def exported_images(labels: Labels, distractors: bool = True) -> list[str]:
     return images + (distractor_images(labels) if distractors else [])
 
 
+def _file_name(pid: int, cam: int, serial: int, image: str) -> str:
+    ext = Path(image).suffix.lower() or ".jpg"
+    return f"{pid:04d}_c{cam}s1_{serial:06d}_00{ext}"
+
+
 def plan_split(
     labels: Labels, cameras: Mapping[str, str | None], distractors: bool = True
 ) -> list[Exported]:
     """The files of the split (see the module's docstring); ``cameras``: image -> camera."""
     number = camera_numbers(cameras)
-    missing = [i for i in exported_images(labels, distractors) if cameras.get(i) is None]
+    extra = distractor_images(labels) if distractors else []
+    images = [i for ident in labels.identities for i in ident.images] + extra
+    missing = [i for i in images if cameras.get(i) is None]
     if missing:
         raise LabelError(
             f"{len(missing)} labelled images have no camera (e.g. {missing[0]}); an evaluation "
@@ -105,14 +111,11 @@ def plan_split(
             for image in images:
                 serial += 1
                 split = QUERY if queries.get(cam) == image else GALLERY
-                ext = Path(image).suffix.lower() or ".jpg"
-                name = f"{pid:04d}_c{cam}s1_{serial:06d}_00{ext}"
-                out.append(Exported(split, name, image, pid, cam))
-    for image in distractor_images(labels) if distractors else []:
+                out.append(Exported(split, _file_name(pid, cam, serial, image), image, pid, cam))
+    for image in extra:
         serial += 1
         cam = number[cameras[image]]
-        ext = Path(image).suffix.lower() or ".jpg"
-        out.append(Exported(GALLERY, f"0000_c{cam}s1_{serial:06d}_00{ext}", image, 0, cam))
+        out.append(Exported(GALLERY, _file_name(0, cam, serial, image), image, 0, cam))
     if multi == 0:
         raise LabelError(
             f"no labelled identity spans two cameras ({len(labels.identities)} identities, all "
