@@ -35,7 +35,8 @@ def cfg_overrides(cfg) -> list[str]:
     return [f"cluster.constraints={cfg.cluster.constraints}", f"cluster.time={cfg.cluster.time}"]
 
 
-def measure(run: Path, label: str) -> dict:
+def measure(run: Path, label: str, fusion: tuple[str, dict] | None = None,
+            rule: str = "silverman") -> dict:  # fmt: skip
     import torch
 
     from cacl.checkpoints.network import load_network
@@ -44,6 +45,7 @@ def measure(run: Path, label: str) -> dict:
     from cacl.evaluation import re_ranking_features
     from cacl.evaluation.network import network_features, score_distances, squared_euclidean
     from cacl.temporal import compare
+    from cacl.temporal.fusion import DEFAULT_FUSION
     from cacl.temporal.run import run_transit, st_distances
 
     start = time.monotonic()
@@ -55,16 +57,18 @@ def measure(run: Path, label: str) -> dict:
     q_times, g_times = require_times(dataset, "query"), require_times(dataset, "gallery")
     q_cams = [s.camid for s in dataset.query]
     g_cams = [s.camid for s in dataset.gallery]
-    models = {s: run_transit(run, dataset, s) for s in ("pseudo", "truth")}
+    models = {s: run_transit(run, dataset, s, rule=rule) for s in ("pseudo", "truth")}
     row = {"run": str(run), "label": label, "seed": cfg.train.seed, "cpu": cpu_model(),
            "capability": torch.backends.cpu.get_cpu_capability(),
-           "st_rerank": RERANK_MODE, "overrides": cfg_overrides(cfg)}  # fmt: skip
+           "st_rerank": RERANK_MODE, "overrides": cfg_overrides(cfg),
+           "fusion": list(fusion or DEFAULT_FUSION), "rule": rule}  # fmt: skip
     for rerank in (False, True):
         tag = "rerank_" if rerank else ""
         base = re_ranking_features(qf, gf) if rerank else squared_euclidean(qf, gf)
         scores = {"appearance": score_distances(base, dataset)}
         for source, model in models.items():
-            fused = st_distances(qf, gf, q_cams, q_times, g_cams, g_times, model, rerank=rerank)
+            fused = st_distances(qf, gf, q_cams, q_times, g_cams, g_times, model, rerank=rerank,
+                                 fusion=fusion)  # fmt: skip
             scores[source] = score_distances(fused, dataset)
         for name, m in scores.items():
             row[f"{tag}{name}_mAP"] = m["mAP"]
@@ -85,7 +89,10 @@ def summarize(path: str) -> None:
     for line in Path(path).read_text().splitlines():
         row = json.loads(line)
         mode = row.get("st_rerank", "fused (st-ReID, superseded)")
-        groups.setdefault(f"{row['label']} [re-ranking: {mode}]", []).append(row)
+        name, params = row.get("fusion", ("logistic", {"gamma": 5.0, "lambda_time": 2.0}))
+        rule = row.get("rule", "silverman")
+        key = f"{row['label']} [re-ranking: {mode}] [{rule}; {name} {json.dumps(params)}]"
+        groups.setdefault(key, []).append(row)
     keys = [f"{t}{n}_{m}" for t in ("", "rerank_") for n in ("appearance", "pseudo", "truth")
             for m in ("mAP", "rank1")]  # fmt: skip
     keys += ["share_of_true_gain", "rerank_share_of_true_gain", "transit_w1_s", "transit_tv"]
@@ -110,12 +117,17 @@ def main() -> None:
     parser.add_argument("--label", default="site")
     parser.add_argument("--out", default="benchmarks/results/st_table.jsonl")
     parser.add_argument("--summary", action="store_true")
+    parser.add_argument("--fusion", help="a fusion of cacl.temporal.fusion.FUSIONS (default: the "
+                        "package's DEFAULT_FUSION)")  # fmt: skip
+    parser.add_argument("--params", default="{}", help="its parameters, as JSON")
+    parser.add_argument("--rule", default="silverman", help="the transit model's bandwidth rule")
     args = parser.parse_args()
+    fusion = (args.fusion, json.loads(args.params)) if args.fusion else None
     if args.summary:
         summarize(args.out)
         return
     for run in args.runs:
-        row = measure(run, args.label)
+        row = measure(run, args.label, fusion, args.rule)
         with open(args.out, "a") as handle:
             handle.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)

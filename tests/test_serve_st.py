@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -15,7 +17,8 @@ from cacl.inference.live import LiveIndex  # noqa: E402
 from cacl.serve.app import create_app  # noqa: E402
 from cacl.serve.embedder import Embedder  # noqa: E402
 from cacl.serve.timing import TimeRanking, camera_number, index_times  # noqa: E402
-from cacl.temporal import TransitModel, fuse  # noqa: E402
+from cacl.temporal import TransitModel  # noqa: E402
+from cacl.temporal.fusion import DEFAULT_FUSION  # noqa: E402
 from serve_fixtures import GALLERY_SIZE, copy_index, gallery_name, make_template  # noqa: E402
 
 BASE = "http://127.0.0.1"
@@ -67,11 +70,13 @@ def test_st_search_is_the_fused_ranking_of_a_brute_force(client, setup):
     features = extractor([root / "gallery" / n for n in names + [gallery_name(0)]]).numpy()
     query, gallery = features[-1], features[:-1]
     m = model()
+    assert DEFAULT_FUSION[0] == "log_linear"
+    w, floor = DEFAULT_FUSION[1]["weight"], DEFAULT_FUSION[1]["floor"]
     expected = []
     for i, name in enumerate(names, start=1):
         s = float(gallery[i - 1] @ query / np.linalg.norm(gallery[i - 1]) / np.linalg.norm(query))
         p = float(m.probability(0, 0.0, i % 3, 7.0 * i))
-        expected.append((1 - float(fuse(s, p)), name, p))
+        expected.append((1 - s - w * math.log(p + floor), name, p))
     expected.sort()
     got = body["results"]
     assert [r["name"] for r in got] == [name for _, name, _ in expected]

@@ -102,6 +102,33 @@ def test_the_histogram_is_the_hand_computed_one():
     np.testing.assert_array_equal(model.counts, expected)
 
 
+def test_the_robust_bandwidth_ignores_a_far_mode_that_widens_silvermans():
+    from cacl.temporal.transit import silverman, silverman_robust
+
+    # eight transits around 20 s and two around 80 s (two-hop routes, a wrong cluster)
+    gaps = np.array([18, 19, 20, 20, 21, 21, 22, 23, 79, 81], dtype=float)
+    sd = gaps.std(ddof=1)
+    q75, q25 = np.percentile(gaps, [75, 25])  # 22.75 and 20.0
+    assert silverman(gaps) == pytest.approx(1.06 * sd * 10**-0.2)
+    assert silverman_robust(gaps) == pytest.approx(0.9 * (q75 - q25) / 1.34 * 10**-0.2)
+    assert silverman_robust(gaps) < silverman(gaps) / 10
+    # one mode, the IQR wider than the sd: the sd is taken
+    even = np.array([0.0, 0.0, 10.0, 10.0])
+    assert silverman_robust(even) == pytest.approx(0.9 * even.std(ddof=1) * 4**-0.2)
+    assert np.isnan(silverman_robust(np.array([3.0])))
+    # the rule reaches the model: the pair of the far mode gets the narrow kernel
+    labels = np.repeat(np.arange(10), 2)
+    cams = np.tile([0, 1], 10)
+    times = np.ravel([[0.0, g] for g in gaps])
+    wide = fit_transit(labels, cams, times, 2)
+    narrow = fit_transit(labels, cams, times, 2, rule="robust")
+    assert narrow.bandwidth_s[0, 1] == pytest.approx(silverman_robust(gaps))
+    assert wide.bandwidth_s[0, 1] == pytest.approx(silverman(gaps))
+    assert narrow.probability(0, 0.0, 1, 50.0) < 0.01 < wide.probability(0, 0.0, 1, 50.0)
+    with pytest.raises(CaclError, match="bandwidth rule"):
+        fit_transit(labels, cams, times, 2, rule="scott")
+
+
 def test_the_smoothing_is_a_gaussian_scaled_to_one_at_its_peak():
     counts = np.zeros((2, 2, 40), dtype=int)
     counts[0, 1, 20] = 3
@@ -162,8 +189,27 @@ def test_the_fusion_on_a_hand_made_example():
     # and beats a better look at an impossible time: 0.932 > 0.373 > 0.330
     similarity = np.array([0.6, 0.6, 0.9])
     probability = np.array([0.05, 0.9, 0.0])
-    assert np.argsort(fused_distance(similarity, probability)).tolist() == [1, 0, 2]
+    st_reid = ("logistic", {"gamma": 5.0, "lambda_time": 2.0})
+    assert np.argsort(fused_distance(similarity, probability, st_reid)).tolist() == [1, 0, 2]
     assert fuse(0.6, 0.9) == pytest.approx(0.9526 / (1 + 2 * math.exp(-4.5)), abs=1e-4)
+
+
+def test_the_log_linear_fusion_on_a_hand_made_example():
+    from cacl.temporal.fusion import fusion
+
+    # s + 0.1 log(p + 0.01): 0.8 - 0.4605 = 0.3395, 0.6 + 0.0010 = 0.6010, 0.5 - 0.0673 = 0.4327
+    similarity, probability = np.array([0.8, 0.6, 0.5]), np.array([0.0, 1.0, 0.5])
+    params = {"weight": 0.1, "floor": 0.01}
+    score = fusion("log_linear", similarity, probability, **params)
+    assert score == pytest.approx([0.3395, 0.6010, 0.4327], abs=1e-4)
+    distance = fused_distance(similarity, probability, ("log_linear", params))
+    assert distance == pytest.approx(1 - score, abs=1e-6)
+    assert np.argsort(distance).tolist() == [1, 2, 0]
+    # with a zero weight the time does nothing: the ranking is the appearance's
+    flat = fused_distance(similarity, probability, ("log_linear", {"weight": 0.0, "floor": 0.01}))
+    assert np.argsort(flat).tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="unknown fusion"):
+        fused_distance(similarity, probability, ("average", {}))
 
 
 def test_st_distances_are_the_fusion_of_cosine_and_transit():
@@ -174,12 +220,16 @@ def test_st_distances_are_the_fusion_of_cosine_and_transit():
     qf, gf = torch.from_numpy(rng.normal(size=(3, 8))), torch.from_numpy(rng.normal(size=(5, 8)))
     qc, qt = [0, 0, 1], [0.0, 3.0, 1.0]
     gc, gt = [1, 1, 0, 0, 1], [10.5, 30.0, 4.0, 0.0, 13.2]
+    from cacl.temporal.fusion import DEFAULT_FUSION
+
+    assert DEFAULT_FUSION[0] == "log_linear"  # the default: 1 - (s + w log(p + floor))
+    w, floor = DEFAULT_FUSION[1]["weight"], DEFAULT_FUSION[1]["floor"]
     got = st_distances(qf, gf, qc, qt, gc, gt, model)
     for i in range(3):
         for j in range(5):
             s = float(torch.nn.functional.cosine_similarity(qf[i], gf[j], dim=0))
             p = float(model.probability(qc[i], qt[i], gc[j], gt[j]))
-            assert got[i, j] == pytest.approx(1 - fuse(s, p), abs=1e-5)
+            assert got[i, j] == pytest.approx(1 - s - w * math.log(p + floor), abs=1e-5)
     # re-ranked: the appearance distance is re-ranked on its own, then fused with the same p
     from cacl.evaluation import re_ranking_features
 
@@ -188,7 +238,7 @@ def test_st_distances_are_the_fusion_of_cosine_and_transit():
     for i in range(3):
         for j in range(5):
             p = float(model.probability(qc[i], qt[i], gc[j], gt[j]))
-            assert got[i, j] == pytest.approx(1 - fuse(1 - reranked[i, j], p), abs=1e-5)
+            assert got[i, j] == pytest.approx(reranked[i, j] - w * math.log(p + floor), abs=1e-5)
 
 
 # --- end to end on a tiny site --------------------------------------------------------------

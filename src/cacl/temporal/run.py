@@ -32,9 +32,10 @@ def run_pseudo_labels(checkpoint: str | Path) -> np.ndarray:
 
 
 def run_transit(checkpoint: str | Path, dataset: ReidDataset, source: str = "pseudo",
-                times: np.ndarray | None = None) -> TransitModel:  # fmt: skip
+                times: np.ndarray | None = None, **options) -> TransitModel:  # fmt: skip
     """The transit model of the run's last pseudo labels (``pseudo``) or of the training set's
-    true identities (``truth``, for comparison only) on ``dataset``'s training images."""
+    true identities (``truth``, for comparison only) on ``dataset``'s training images;
+    ``options`` go to :func:`~cacl.temporal.transit.fit_transit` (e.g. ``rule``)."""
     if source not in SOURCES:
         raise CaclError(f"the transit source must be one of {SOURCES}, got {source!r}")
     if times is None:
@@ -55,7 +56,7 @@ def run_transit(checkpoint: str | Path, dataset: ReidDataset, source: str = "pse
                 f"{len(cams)}: evaluate on the data it was trained on"
             )
     everyone = [s.camid for s in dataset.train + dataset.query + dataset.gallery]
-    return fit_transit(labels, cams, times, max(everyone) + 1, source=source)
+    return fit_transit(labels, cams, times, max(everyone) + 1, source=source, **options)
 
 
 def epoch_transit(classes, cams, times, epoch: int | None = None) -> TransitModel | None:
@@ -78,17 +79,20 @@ def cosine(qf: torch.Tensor, gf: torch.Tensor) -> np.ndarray:
 
 
 def st_distances(qf, gf, q_cams, q_times, g_cams, g_times, model: TransitModel,
-                 rerank: bool = False) -> np.ndarray:  # fmt: skip
+                 rerank: bool = False,
+                 fusion: tuple[str, dict] | None = None) -> np.ndarray:  # fmt: skip
     """Fused appearance + time distances ``(q, g)``. With ``rerank`` the appearance part is the
     k-reciprocal re-ranked distance ``d`` (in ``[0, 1]``), fused as the similarity ``1 - d``:
     re-ranking works on neighbourhoods in appearance space, and re-ranking the fused distances
     instead breaks them (two crops of one person in one camera have transit probability 0, so
-    the query-query and gallery-gallery neighbour sets lose their closest members)."""
+    the query-query and gallery-gallery neighbour sets lose their closest members). ``fusion``:
+    ``(name, parameters)`` of :data:`cacl.temporal.fusion.FUSIONS` (default
+    :data:`~cacl.temporal.fusion.DEFAULT_FUSION`)."""
     qc, gc = np.asarray(q_cams)[:, None], np.asarray(g_cams)[None, :]
     qt, gt = np.asarray(q_times)[:, None], np.asarray(g_times)[None, :]
     probability = model.probability(qc, qt, gc, gt)
     if not rerank:
-        return fused_distance(cosine(qf, gf), probability)
+        return fused_distance(cosine(qf, gf), probability, fusion)
     from cacl.evaluation.rerank import re_ranking_features
 
-    return fused_distance(1.0 - re_ranking_features(qf, gf), probability)
+    return fused_distance(1.0 - re_ranking_features(qf, gf), probability, fusion)
