@@ -154,6 +154,12 @@ class ClusterConfig:
     split: str = "auto"
     split_ratio: float = 0.5
     split_min: int = 3
+    # Cutting tracklets where two tracklets' boxes overlap in one frame (docs/method.md,
+    # "Tracklets"; where trackers swap ids): on = every such crossing crop is a piece of its own
+    # and the rest of the tracklet is cut around it, before the cut by features; needs the boxes
+    # and frames of tracklets.csv (cacl crops writes them). split_iou: the overlap that counts.
+    split_crossings: str = "off"
+    split_iou: float = 0.0
 
     def tracklet_options(self) -> dict[str, Any]:
         """The tracklet keyword arguments of :func:`cacl.clustering.pseudo_labels_with_stats`."""
@@ -447,6 +453,14 @@ def validate(cfg: Config) -> None:
             "cluster.split=on cuts tracklets for the constraints: give cluster.constraints="
             "must_link or both (or cluster.split=off)"
         )
+    _check_choice("cluster.split_crossings", cfg.cluster.split_crossings, ("off", "on"))
+    if cfg.cluster.split_crossings == "on" and cfg.cluster.constraints == "none":
+        raise ConfigError(
+            "cluster.split_crossings=on cuts tracklets for the constraints: give "
+            "cluster.constraints=must_link or both (or cluster.split_crossings=off)"
+        )
+    if not 0 <= cfg.cluster.split_iou < 1:
+        raise ConfigError(f"cluster.split_iou must lie in [0, 1), got {cfg.cluster.split_iou}")
     if cfg.cluster.split_ratio <= 0 or cfg.cluster.split_min < 1:
         raise ConfigError(
             f"cluster.split_ratio must be above 0 and cluster.split_min 1 or more, got "

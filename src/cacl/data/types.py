@@ -21,6 +21,8 @@ class Sighting(NamedTuple):
 
     tracklet: int
     time: float
+    frame: int = -1  # the frame of its camera's video (-1: unknown)
+    box: tuple[float, float, float, float] | None = None  # left, top, width, height in the frame
 
 
 def split_stats(samples: list[Sample]) -> tuple[int, int, int]:

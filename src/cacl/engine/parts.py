@@ -52,7 +52,11 @@ def tracklet_constraints(dataset: ReidDataset, camids: np.ndarray) -> Tracklets 
     )
     times = np.array([np.nan if x is None else x.time for x in sightings], dtype=np.float64)
     pairs = cannot_link_pairs(ids, camids, times)
-    return Tracklets(ids, pairs, times)
+    boxes = np.full((len(sightings), 5), np.nan)
+    for row, x in enumerate(sightings):
+        if x is not None and x.box is not None and x.frame >= 0:
+            boxes[row] = (x.frame, *x.box)
+    return Tracklets(ids, pairs, times, boxes)
 
 
 def describe_run(

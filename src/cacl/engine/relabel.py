@@ -35,8 +35,9 @@ def compute_classes(
     more than half of the samples. ``tracklets``: those of the rows; with ``cfg.constraints``
     other than ``none`` the clustering keeps them (must-link; ``both``: the cannot-link too) and
     an outlier tracklet is one class; their statistics (on the tracker's tracklets) are kept
-    either way. ``cfg.split`` on (or auto) first cuts them at likely identity switches
-    (:mod:`cacl.clustering.splitting`) and the pieces take their place.
+    either way. ``cfg.split_crossings`` on first cuts them where two tracklets' boxes overlap
+    (:mod:`cacl.clustering.crossings`), ``cfg.split`` on (or auto) then at likely identity
+    switches (:mod:`cacl.clustering.splitting`), and the pieces take their place.
     ``times`` and ``time_weight`` (``cluster.time=on``): see :mod:`cacl.clustering.timing`.
     """
     if supervised:
@@ -48,7 +49,7 @@ def compute_classes(
 
     constrained = tracklets is not None and cfg.constraints != "none"
     used, split = tracklets, None
-    if constrained and cfg.split in ("on", "auto"):
+    if constrained and (cfg.split in ("on", "auto") or cfg.split_crossings == "on"):
         used, split = _split(features, tracklets, cameras, cfg, true_pids)
     labels, raw = pseudo_labels_with_stats(
         features,
@@ -108,35 +109,57 @@ def _split(
     cfg: ClusterConfig,
     true_pids: np.ndarray | None,
 ) -> tuple[Tracklets, dict[str, Any]]:
-    """The tracklets cut at likely identity switches, with their cannot-link pairs, and what the
-    cut did (with true identities: the share of mixed tracklets before and after)."""
+    """The tracklets cut at crossings and at likely identity switches, with their cannot-link
+    pairs, and what the cuts did (with true identities: the share of mixed tracklets before and
+    after)."""
     from cacl.clustering.splitting import mixed_share, split_tracklets
     from cacl.clustering.tracklets import cannot_link_pairs
 
     if cameras is None:
         raise TrainingError("cluster.split=on needs the camera of every training image")
-    ids, info = split_tracklets(
-        features,
-        tracklets.ids,
-        cameras,
-        tracklets.times,
-        ratio=cfg.split_ratio,
-        min_side=cfg.split_min,
-    )
+    ids, info = tracklets.ids, {}
+    if cfg.split_crossings == "on":
+        from cacl.clustering.crossings import cut_at_crossings
+
+        if tracklets.boxes is None or not np.isfinite(tracklets.boxes).all(axis=1).any():
+            raise TrainingError(
+                "cluster.split_crossings=on needs each crop's frame and box (the frame, left, "
+                "top, width and height columns of tracklets.csv, as cacl crops writes them)"
+            )
+        ids, info = cut_at_crossings(ids, cameras, tracklets.boxes, cfg.split_iou)
+        log.info(
+            "cut %d tracklets at %d crossing crops (+%d pieces)",
+            info["crossing_tracklets"],
+            info["crossing_crops"],
+            info["crossing_pieces"],
+        )
+    if cfg.split in ("on", "auto"):
+        ids, more = split_tracklets(
+            features,
+            ids,
+            cameras,
+            tracklets.times,
+            ratio=cfg.split_ratio,
+            min_side=cfg.split_min,
+        )
+        info.update(more)
     pairs = cannot_link_pairs(ids, cameras, tracklets.times)
     known = None if true_pids is None else np.asarray(true_pids) >= 0
     if known is not None and known.any():
         info["mixed_before"] = mixed_share(tracklets.ids[known], true_pids[known])
         info["mixed_after"] = mixed_share(ids[known], true_pids[known])
-    log.info(
-        "split %d of %d tracklets at likely identity switches (+%d pieces, cosine distance > %s)%s",
-        info["tracklets_split"],
-        int(tracklets.ids.max(initial=-1)) + 1,
-        info["split_pieces"],
-        "n/a" if info["split_threshold"] is None else f"{info['split_threshold']:.3f}",
-        ""
-        if "mixed_after" not in info
-        else f"; tracklets of 2+ people {100 * info['mixed_before']:.1f}% -> "
-        f"{100 * info['mixed_after']:.1f}%",
-    )
-    return Tracklets(ids, pairs, tracklets.times), info
+    if "tracklets_split" in info:
+        log.info(
+            "split %d of %d pieces at likely identity switches (+%d, cosine distance > %s)",
+            info["tracklets_split"],
+            int(tracklets.ids.max(initial=-1)) + 1 + info.get("crossing_pieces", 0),
+            info["split_pieces"],
+            "n/a" if info["split_threshold"] is None else f"{info['split_threshold']:.3f}",
+        )
+    if "mixed_after" in info:
+        log.info(
+            "tracklets of 2+ people %.1f%% -> %.1f%%",
+            100 * info["mixed_before"],
+            100 * info["mixed_after"],
+        )
+    return Tracklets(ids, pairs, tracklets.times, tracklets.boxes), info

@@ -116,11 +116,12 @@ class Trainer:
                 "with the tracklets.csv of cacl crops, and the cameras' start times); "
                 f"{self.dataset.name} ({self.dataset.root}) has none: use cluster.time=off"
             )
-        if cfg.cluster.split == "on" and self.tracklets is None:
+        cuts = [k for k in ("split", "split_crossings") if getattr(cfg.cluster, k) == "on"]
+        if cuts and self.tracklets is None:
             raise TrainingError(
-                f"cluster.split=on cuts tracklets, and {self.dataset.name} "
+                f"cluster.{cuts[0]}=on cuts tracklets, and {self.dataset.name} "
                 f"({self.dataset.root}) has none (a tracklets.csv of cacl crops beside the "
-                "crops): use cluster.split=off"
+                f"crops): use cluster.{cuts[0]}=off"
             )
         m = cfg.model
         self.model = build_network(cfg, self.device)

@@ -149,7 +149,8 @@ def _with_tracklets(root: Path, paths: list[Path], records: dict[str, CropRecord
     _, tracklet = np.unique([r.tracklet for r in rows], return_inverse=True)
     train = [Sample(str(p), r.true_id, c) for p, r, c in zip(listed, rows, camids, strict=True)]
     sightings = {
-        s.path: Sighting(int(t), r.time) for s, r, t in zip(train, rows, tracklet, strict=True)
+        s.path: Sighting(int(t), r.time, r.frame, r.box)
+        for s, r, t in zip(train, rows, tracklet, strict=True)
     }
     clock = "site" if all(math.isfinite(r.time) for r in rows) else "none"
     summary = root / "crops.json"

@@ -31,6 +31,7 @@ class CropRecord:
     time: float  # seconds; NaN when unknown
     frame: int
     true_id: int  # -1 when unknown
+    box: tuple[float, float, float, float] | None = None  # left, top, width, height
 
 
 def read_tracklets_csv(path: Path) -> dict[str, CropRecord]:
@@ -53,6 +54,7 @@ def read_tracklets_csv(path: Path) -> dict[str, CropRecord]:
                 time = float(row["time"]) if row["time"] not in ("", None) else math.nan
                 frame = int(row.get("frame") or -1)
                 true_id = int(row.get("true_id") or -1)
+                box = _box(row)
             except ValueError as exc:
                 raise DatasetError(f"{path}, line {number}: {exc}") from None
             key = (row["camera"], row["tracklet"])
@@ -61,8 +63,18 @@ def read_tracklets_csv(path: Path) -> dict[str, CropRecord]:
             if row["name"] in records:
                 raise DatasetError(f"{path}, line {number}: {row['name']} is listed twice")
             tracklet = keys.setdefault(key, len(keys))
-            records[row["name"]] = CropRecord(row["camera"], tracklet, time, frame, true_id)
+            records[row["name"]] = CropRecord(row["camera"], tracklet, time, frame, true_id, box)
     return records
+
+
+def _box(row: dict) -> tuple[float, float, float, float] | None:
+    """The crop's box from the ``left,top,width,height`` columns, or None where any is missing
+    or empty (a ValueError where one is not a number)."""
+    values = [row.get(c) for c in ("left", "top", "width", "height")]
+    if any(v in ("", None) for v in values):
+        return None
+    left, top, width, height = (float(v) for v in values)
+    return left, top, width, height
 
 
 def find_tracklets(root: Path, mode: str) -> dict[str, CropRecord] | None:
