@@ -158,6 +158,8 @@ class ClusterConfig:
     # "Tracklets"; where trackers swap ids): on = every such crossing crop is a piece of its own
     # and the rest of the tracklet is cut around it, before the cut by features; needs the boxes
     # and frames of tracklets.csv (cacl crops writes them). split_iou: the overlap that counts.
+    # Off by default: at 4x the tracker faults it fragments the tracklets so much that the mAP
+    # falls to 0.266 (README, "The synthetic site").
     split_crossings: str = "off"
     split_iou: float = 0.0
 
