@@ -3,7 +3,7 @@ docs/method.md, "Tracklets").
 
 A tracker swaps two people's ids where their boxes overlap: while one occludes the other, the
 detector sees one box where there were two, and the association that follows may pick either
-person (the MOTChallenge papers count most identity switches at occlusions). The crops of such an
+person (occlusion is where trackers lose and re-associate people). The crops of such an
 episode hold two people at once, and a tracklet may hold one person before it and the other after.
 The cut here needs no features: in each camera and frame, the crops of different tracklets whose
 boxes overlap (intersection over union above ``min_iou``; 0, the default, takes any overlap) are
@@ -23,9 +23,6 @@ from typing import Any
 import numpy as np
 
 from cacl.errors import CaclError
-
-#: Columns of a crop's box array: frame, left, top, width, height.
-BOX_COLUMNS = ("frame", "left", "top", "width", "height")
 
 
 def pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
