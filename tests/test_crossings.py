@@ -118,6 +118,18 @@ def test_compute_classes_with_crossings_keeps_the_swapped_people_apart():
     no_boxes = Tracklets(ids, tracklets.pairs, times, None)
     with pytest.raises(Exception, match="frame and box"):
         compute_classes(x, cfg, who, cameras=cams, tracklets=no_boxes)
+    # candidates: no crossing crop alone, the cut by features at the crossing instead
+    cfg.split_crossings, cfg.split = "candidates", "on"
+    classes, stats = compute_classes(x, cfg, who, cameras=cams, tracklets=tracklets)
+    assert "crossing_crops" not in stats and stats["tracklets_split"] == 2
+    assert stats["mixed_after"] == 0 < stats["mixed_before"]
+    assert len({classes[who == p][0] for p in range(3)}) == 3
+    for person in range(3):
+        assert np.unique(classes[who == person]).size == 1
+    # the mask found once before training is used as it is
+    none = tracklets._replace(crossings=np.zeros(ids.size, bool))
+    _, stats = compute_classes(x, cfg, who, cameras=cams, tracklets=none)
+    assert stats["tracklets_split"] == 0 and stats["mixed_after"] > 0
 
 
 def test_split_crossings_needs_constraints_and_an_iou_below_one():
@@ -157,3 +169,68 @@ def test_the_reader_keeps_each_crops_frame_and_box(tmp_path):
     (tmp_path / "tracklets.csv").write_text(header + "c1_t1_f1.jpg,cam1,1,1,0.0,5,x,7,8,0.9\n")
     with pytest.raises(DatasetError, match="line 2"):
         read_folder(tmp_path)
+
+
+# --- cluster.split_crossings=candidates: the cut by features only next to a crossing ----------
+def test_allowed_cuts_match_a_loop_over_the_allowed_positions():
+    from cacl.clustering.splitting import best_cuts
+
+    rng = np.random.default_rng(5)
+    sizes = [9, 17, 30, 6]
+    segments = np.repeat(np.arange(len(sizes)), sizes)
+    x = rng.normal(size=(segments.size, 8))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    allowed = rng.random(segments.size) < 0.3
+    cut, distance = best_cuts(torch.from_numpy(x).float(), segments, 3, allowed)
+    start = 0
+    for s, size in enumerate(sizes):
+        part, best, where = x[start : start + size], -1.0, -1
+        for c in range(3, size - 3 + 1):  # c rows before the cut, the last one at c - 1
+            if not allowed[start + c - 1]:
+                continue
+            gap = part[:c].mean(0) - part[c:].mean(0)
+            ward = c * (size - c) / size * float(gap @ gap)
+            if ward > best:
+                best, where = ward, c - 1
+        assert cut[s] == (where + start if where >= 0 else -1)
+        if where >= 0:
+            a, b = part[: where + 1].sum(0), part[where + 1 :].sum(0)
+            d = 1.0 - a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+            assert distance[s] == pytest.approx(d, abs=1e-5)
+        start += size
+
+
+def test_a_switch_is_cut_only_where_a_crossing_allows_it():
+    from cacl.clustering.splitting import split_tracklets
+
+    rng = np.random.default_rng(6)
+    centres = rng.normal(size=(7, 16))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    # camera 0: tracklet 0 holds person 0 for 8 crops, then person 1 for 8; five clean ones
+    who = np.array([0] * 8 + [1] * 8 + sum(([p] * 8 for p in range(2, 7)), []))
+    ids = np.repeat(np.arange(6), [16, 8, 8, 8, 8, 8])
+    cams = np.zeros(ids.size, int)
+    times = np.concatenate([np.arange(k, dtype=float) for k in np.bincount(ids)])
+    x = centres[who] + 0.15 * rng.normal(size=(who.size, 16))
+    free, _ = split_tracklets(x, ids, cams, times)
+    assert np.unique(free[ids == 0]).size == 2  # the cut by features finds the switch
+    # a crossing at the switch (rows 7-8 overlap another box): the same cut
+    at_switch = np.zeros(ids.size, bool)
+    at_switch[[7, 8]] = True
+    cut, _ = split_tracklets(x, ids, cams, times, candidates=at_switch)
+    assert (cut[:8] == cut[0]).all() and (cut[8:16] == cut[8]).all() and cut[0] != cut[8]
+    # no crossing in the switched tracklet: nothing may be cut there; a crossing in a clean
+    # tracklet does not cut it
+    elsewhere = np.zeros(ids.size, bool)
+    elsewhere[[16 + 3, 16 + 4]] = True
+    kept, info = split_tracklets(x, ids, cams, times, candidates=elsewhere)
+    assert info["tracklets_split"] == 0 and np.unique(kept[ids == 0]).size == 1
+
+
+def test_candidates_need_the_cut_by_features():
+    cfg = Config()
+    cfg.cluster.split_crossings = "candidates"
+    validate(cfg)
+    cfg.cluster.split = "off"
+    with pytest.raises(ConfigError, match="cluster.split=on or auto"):
+        validate(cfg)

@@ -392,6 +392,29 @@ def test_trainer_relabels_with_split_tracklets_on_the_site(site_run, tmp_path):
     assert len(trainer.classes) == len(trainer.dataset.train)
 
 
+def test_trainer_finds_the_crossings_once_and_cuts_only_next_to_them(
+    site_run, tmp_path, monkeypatch
+):
+    from cacl.clustering.crossings import crossing_crops
+    from cacl.config import load_config
+    from cacl.engine import relabel as relabel_module
+    from cacl.engine.trainer import Trainer
+
+    _, _, run = site_run
+    cfg = load_config(str(run / "config.yaml"), ["cluster.split_crossings=candidates"])
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    t = trainer.tracklets
+    np.testing.assert_array_equal(t.crossings, crossing_crops(t.ids, trainer.camids, t.boxes))
+    assert t.crossings.any()
+    trainer.init_memory()
+    found = []
+    original = relabel_module.crossing_mask
+    monkeypatch.setattr(relabel_module, "crossing_mask", lambda *a: found.append(1) or original(*a))
+    stats = trainer.relabel()
+    assert not found and stats["split_threshold"] > 0  # the mask of setup, not found again
+    assert len(trainer.classes) == len(trainer.dataset.train)
+
+
 def test_cacl_eval_st_refuses_a_test_split_without_times(site_run, tmp_path):
     site, _, run = site_run
     plain = tmp_path / "eval"

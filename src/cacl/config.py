@@ -158,8 +158,9 @@ class ClusterConfig:
     # "Tracklets"; where trackers swap ids): on = every such crossing crop is a piece of its own
     # and the rest of the tracklet is cut around it, before the cut by features; needs the boxes
     # and frames of tracklets.csv (cacl crops writes them). split_iou: the overlap that counts.
-    # Off by default: at 4x the tracker faults it fragments the tracklets so much that the mAP
-    # falls to 0.266 (README, "The synthetic site").
+    # candidates = nothing is cut for the crossing alone: the cut by features (cluster.split)
+    # may fall only next to a crossing crop. Off by default: at 4x the tracker faults "on"
+    # fragments the tracklets so much that the mAP falls to 0.266 (README, "The synthetic site").
     split_crossings: str = "off"
     split_iou: float = 0.0
 
@@ -455,11 +456,17 @@ def validate(cfg: Config) -> None:
             "cluster.split=on cuts tracklets for the constraints: give cluster.constraints="
             "must_link or both (or cluster.split=off)"
         )
-    _check_choice("cluster.split_crossings", cfg.cluster.split_crossings, ("off", "on"))
-    if cfg.cluster.split_crossings == "on" and cfg.cluster.constraints == "none":
+    crossings = cfg.cluster.split_crossings
+    _check_choice("cluster.split_crossings", crossings, ("off", "on", "candidates"))
+    if crossings != "off" and cfg.cluster.constraints == "none":
         raise ConfigError(
-            "cluster.split_crossings=on cuts tracklets for the constraints: give "
+            f"cluster.split_crossings={crossings} cuts tracklets for the constraints: give "
             "cluster.constraints=must_link or both (or cluster.split_crossings=off)"
+        )
+    if crossings == "candidates" and cfg.cluster.split == "off":
+        raise ConfigError(
+            "cluster.split_crossings=candidates lets the cut by features fall only at crossings: "
+            "give cluster.split=on or auto (or cluster.split_crossings=off)"
         )
     if not 0 <= cfg.cluster.split_iou < 1:
         raise ConfigError(f"cluster.split_iou must lie in [0, 1), got {cfg.cluster.split_iou}")

@@ -22,18 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from cacl.boxes import pair_iou
 from cacl.errors import CaclError
 
-
-def pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over union of rows of ``(left, top, width, height)`` boxes."""
-    x0 = np.maximum(a[:, 0], b[:, 0])
-    y0 = np.maximum(a[:, 1], b[:, 1])
-    x1 = np.minimum(a[:, 0] + a[:, 2], b[:, 0] + b[:, 2])
-    y1 = np.minimum(a[:, 1] + a[:, 3], b[:, 1] + b[:, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    union = a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+__all__ = ["crossing_crops", "cut_at_crossings", "pair_iou"]
 
 
 def crossing_crops(
@@ -74,14 +66,19 @@ def crossing_crops(
 
 
 def cut_at_crossings(
-    ids: np.ndarray, cameras: np.ndarray, boxes: np.ndarray, min_iou: float = 0.0
+    ids: np.ndarray,
+    cameras: np.ndarray,
+    boxes: np.ndarray,
+    min_iou: float = 0.0,
+    hit: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Piece ids 0..P-1 of the crops (see the module's docstring) and what was done:
     ``crossing_crops`` (crops that became pieces of their own), ``crossing_tracklets``
-    (tracklets with at least one) and ``crossing_pieces`` (pieces added)."""
+    (tracklets with at least one) and ``crossing_pieces`` (pieces added). ``hit``: the
+    :func:`crossing_crops` mask when already known."""
     ids = np.asarray(ids, np.int64)
     boxes = np.asarray(boxes, dtype=np.float64)
-    hit = crossing_crops(ids, cameras, boxes, min_iou)
+    hit = crossing_crops(ids, cameras, boxes, min_iou) if hit is None else np.asarray(hit, bool)
     frames = np.nan_to_num(boxes[:, 0], nan=np.inf)
     order = np.lexsort((np.arange(ids.size), frames, ids))
     tracklet, crossing = ids[order], hit[order]

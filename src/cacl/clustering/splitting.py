@@ -78,12 +78,13 @@ def negative_distance(
 
 
 def best_cuts(
-    x: torch.Tensor, segments: np.ndarray, min_side: int
+    x: torch.Tensor, segments: np.ndarray, min_side: int, allowed: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """For rows ``x`` (L2-normalised, sorted so that every segment's rows are contiguous and in
     time order) with segment ids ``segments`` (non-decreasing, 0..S-1): per segment, the last row
-    before the best cut (-1: the segment is shorter than ``2 * min_side``) and the cosine distance
-    of the two sides' means there (0 where no cut)."""
+    before the best cut (-1: the segment is shorter than ``2 * min_side``, or has no allowed
+    position) and the cosine distance of the two sides' means there (0 where no cut).
+    ``allowed``: per row, whether a cut may follow it (None: everywhere)."""
     n = segments.size
     count = int(segments[-1]) + 1 if n else 0
     starts = np.searchsorted(segments, np.arange(count))
@@ -97,14 +98,17 @@ def best_cuts(
         chunk_end = max(chunk_start + 1, int(np.searchsorted(ends, limit, side="right")))
         chunk_end = min(chunk_end, count)
         lo, hi = int(starts[chunk_start]), int(ends[chunk_end - 1])
-        c, d = _chunk_cuts(x[lo:hi], segments[lo:hi] - chunk_start, min_side)
+        part = None if allowed is None else allowed[lo:hi]
+        c, d = _chunk_cuts(x[lo:hi], segments[lo:hi] - chunk_start, min_side, part)
         cut[chunk_start:chunk_end] = np.where(c >= 0, c + lo, -1)
         distance[chunk_start:chunk_end] = d
         chunk_start = chunk_end
     return cut, distance
 
 
-def _chunk_cuts(x: torch.Tensor, seg: np.ndarray, min_side: int) -> tuple[np.ndarray, np.ndarray]:
+def _chunk_cuts(
+    x: torch.Tensor, seg: np.ndarray, min_side: int, allowed: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`best_cuts` on one chunk of whole segments (ids 0..S-1 within it)."""
     count = int(seg[-1]) + 1
     seg_t = torch.as_tensor(seg, device=x.device)
@@ -120,6 +124,8 @@ def _chunk_cuts(x: torch.Tensor, seg: np.ndarray, min_side: int) -> tuple[np.nda
     c = (torch.arange(seg.size, device=x.device) - starts[seg_t] + 1).double()
     size = sizes[seg_t].double()
     valid = (c >= min_side) & (size - c >= min_side)
+    if allowed is not None:
+        valid &= torch.as_tensor(allowed, device=x.device)
     gap = left / c[:, None] - right / (size - c).clamp(min=1)[:, None]
     ward = torch.where(valid, c * (size - c) / size * (gap * gap).sum(dim=1), -1.0)
     best = torch.full((count,), -1.0, dtype=ward.dtype, device=x.device)
@@ -144,9 +150,12 @@ def split_tracklets(
     ratio: float = 0.5,
     min_side: int = 3,
     max_rounds: int = 8,
+    candidates: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Tracklet ids 0..T'-1 of the rows after the cuts (see the module's docstring), and what was
-    done: ``tracklets_split`` (tracklets cut at least once), ``split_pieces`` (pieces added),
+    done (``candidates``: a mask of the rows, e.g. the crossing crops of
+    :func:`cacl.clustering.crossings.crossing_crops`; when given, a cut falls only next to one,
+    just before or just after it): ``tracklets_split`` (tracklets cut at least once), ``split_pieces`` (pieces added),
     ``split_threshold`` (the cosine distance a cut had to pass; None: no camera has two
     tracklets to measure it on, and nothing is cut)."""
     if not 0 < ratio:
@@ -165,8 +174,12 @@ def split_tracklets(
     index = torch.as_tensor(order, device=x.device)
     xs = x[index]
     seg = np.unique(ids[order], return_inverse=True)[1].ravel()
+    allowed = None
+    if candidates is not None:
+        near = np.asarray(candidates, dtype=bool)[order]
+        allowed = near | np.r_[near[1:], False]  # the cut after a row, or before one
     for _ in range(max_rounds):
-        cut, distance = best_cuts(xs, seg, min_side)
+        cut, distance = best_cuts(xs, seg, min_side, allowed)
         chosen = (cut >= 0) & (distance > threshold)
         if not chosen.any():
             break

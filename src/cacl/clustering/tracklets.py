@@ -44,12 +44,15 @@ class Tracklets(NamedTuple):
     """The tracklets of a training set: ``ids`` (0..T-1 per crop), the cannot-link ``pairs``
     (``(P, 2)`` tracklet ids) and ``times`` (each crop's time on its camera's clock, NaN:
     unknown; they order a tracklet's crops); ``boxes``: ``(N, 5)`` frame, left, top, width,
-    height of each crop (NaN: unknown; :mod:`cacl.clustering.crossings`), or None."""
+    height of each crop (NaN: unknown; :mod:`cacl.clustering.crossings`), or None;
+    ``crossings``: the mask of the crossing crops (:mod:`cacl.clustering.crossings`), found once
+    before training as they do not depend on the features, or None."""
 
     ids: np.ndarray
     pairs: np.ndarray
     times: np.ndarray
     boxes: np.ndarray | None = None
+    crossings: np.ndarray | None = None
 
 
 #: ``cluster.constraints`` values: the must-link alone, or must-link and cannot-link.

@@ -38,11 +38,15 @@ def load_train_data(cfg: Config) -> tuple[ReidDataset, np.ndarray, np.ndarray | 
     return dataset, camids, true_pids
 
 
-def tracklet_constraints(dataset: ReidDataset, camids: np.ndarray) -> Tracklets | None:
+def tracklet_constraints(
+    dataset: ReidDataset, camids: np.ndarray, crossing_iou: float | None = None
+) -> Tracklets | None:
     """The tracklets of the training images (ids 0..T-1, cannot-link pairs, each crop's time on
     its camera's clock) when the data has them (``tracklets.csv``), else None; the pairs are
     empty when the crops have no times. Made whatever ``cluster.constraints`` is: the
-    statistics of every run on tracklets use them."""
+    statistics of every run on tracklets use them. With ``crossing_iou`` (``cluster.split_iou``
+    where ``cluster.split_crossings`` is not off) they carry their crossing crops, found here
+    once."""
     if not dataset.has_tracklets:
         return None
 
@@ -56,7 +60,12 @@ def tracklet_constraints(dataset: ReidDataset, camids: np.ndarray) -> Tracklets 
     for row, x in enumerate(sightings):
         if x is not None and x.box is not None and x.frame >= 0:
             boxes[row] = (x.frame, *x.box)
-    return Tracklets(ids, pairs, times, boxes)
+    tracklets = Tracklets(ids, pairs, times, boxes)
+    if crossing_iou is None:
+        return tracklets
+    from cacl.engine.relabel import crossing_mask
+
+    return tracklets._replace(crossings=crossing_mask(tracklets, camids, crossing_iou))
 
 
 def describe_run(

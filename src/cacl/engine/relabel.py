@@ -49,7 +49,7 @@ def compute_classes(
 
     constrained = tracklets is not None and cfg.constraints != "none"
     used, split = tracklets, None
-    if constrained and (cfg.split in ("on", "auto") or cfg.split_crossings == "on"):
+    if constrained and (cfg.split in ("on", "auto") or cfg.split_crossings != "off"):
         used, split = _split(features, tracklets, cameras, cfg, true_pids)
     labels, raw = pseudo_labels_with_stats(
         features,
@@ -102,6 +102,19 @@ def compute_classes(
     return training_classes(labels, outliers, groups if outliers == "singleton" else None), stats
 
 
+def crossing_mask(tracklets: Tracklets, cameras: np.ndarray, min_iou: float) -> np.ndarray:
+    """The crossing crops (:func:`cacl.clustering.crossings.crossing_crops`); an error that says
+    what is missing when the crops have no frames and boxes."""
+    from cacl.clustering.crossings import crossing_crops
+
+    if tracklets.boxes is None or not np.isfinite(tracklets.boxes).all(axis=1).any():
+        raise TrainingError(
+            "cluster.split_crossings needs each crop's frame and box (the frame, left, top, "
+            "width and height columns of tracklets.csv, as cacl crops writes them)"
+        )
+    return crossing_crops(tracklets.ids, cameras, tracklets.boxes, min_iou)
+
+
 def _split(
     features: torch.Tensor,
     tracklets: Tracklets,
@@ -118,15 +131,15 @@ def _split(
     if cameras is None:
         raise TrainingError("cluster.split=on needs the camera of every training image")
     ids, info = tracklets.ids, {}
+    crossing = None
+    if cfg.split_crossings != "off":
+        crossing = tracklets.crossings
+        if crossing is None:
+            crossing = crossing_mask(tracklets, cameras, cfg.split_iou)
     if cfg.split_crossings == "on":
         from cacl.clustering.crossings import cut_at_crossings
 
-        if tracklets.boxes is None or not np.isfinite(tracklets.boxes).all(axis=1).any():
-            raise TrainingError(
-                "cluster.split_crossings=on needs each crop's frame and box (the frame, left, "
-                "top, width and height columns of tracklets.csv, as cacl crops writes them)"
-            )
-        ids, info = cut_at_crossings(ids, cameras, tracklets.boxes, cfg.split_iou)
+        ids, info = cut_at_crossings(ids, cameras, tracklets.boxes, cfg.split_iou, crossing)
         log.info(
             "cut %d tracklets at %d crossing crops (+%d pieces)",
             info["crossing_tracklets"],
@@ -141,6 +154,7 @@ def _split(
             tracklets.times,
             ratio=cfg.split_ratio,
             min_side=cfg.split_min,
+            candidates=crossing if cfg.split_crossings == "candidates" else None,
         )
         info.update(more)
     pairs = cannot_link_pairs(ids, cameras, tracklets.times)
@@ -162,4 +176,4 @@ def _split(
             100 * info["mixed_before"],
             100 * info["mixed_after"],
         )
-    return Tracklets(ids, pairs, tracklets.times, tracklets.boxes), info
+    return Tracklets(ids, pairs, tracklets.times, tracklets.boxes, tracklets.crossings), info

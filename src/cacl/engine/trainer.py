@@ -102,7 +102,8 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         seed_everything(t.seed)
         self.dataset, self.camids, self.true_pids = load_train_data(cfg)
-        self.tracklets = tracklet_constraints(self.dataset, self.camids)
+        crossings = None if cfg.cluster.split_crossings == "off" else cfg.cluster.split_iou
+        self.tracklets = tracklet_constraints(self.dataset, self.camids, crossings)
         from cacl.data.times import sample_times
 
         # a site's crops on one clock: the transit model of each epoch's pseudo labels (only
@@ -116,12 +117,14 @@ class Trainer:
                 "with the tracklets.csv of cacl crops, and the cameras' start times); "
                 f"{self.dataset.name} ({self.dataset.root}) has none: use cluster.time=off"
             )
-        cuts = [k for k in ("split", "split_crossings") if getattr(cfg.cluster, k) == "on"]
+        cuts = {k: getattr(cfg.cluster, k) for k in ("split", "split_crossings")}
+        cuts = {k: v for k, v in cuts.items() if v not in ("off", "auto")}
         if cuts and self.tracklets is None:
+            key, value = next(iter(cuts.items()))
             raise TrainingError(
-                f"cluster.{cuts[0]}=on cuts tracklets, and {self.dataset.name} "
+                f"cluster.{key}={value} cuts tracklets, and {self.dataset.name} "
                 f"({self.dataset.root}) has none (a tracklets.csv of cacl crops beside the "
-                f"crops): use cluster.{cuts[0]}=off"
+                f"crops): use cluster.{key}=off"
             )
         m = cfg.model
         self.model = build_network(cfg, self.device)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cacl.boxes import pair_iou
 from cacl.data.synth.plan import stream
 from cacl.errors import CaclError
 
@@ -185,14 +186,6 @@ def visit_boxes(cfg: SiteConfig, visit: Visit) -> tuple[np.ndarray, np.ndarray]:
     return frames, boxes
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
-
-
 def ground_truth(cfg: SiteConfig, visits: list[Visit], cam: int) -> np.ndarray:
     """Rows ``frame, pid, left, top, width, height, visibility, visit`` of one camera, sorted by
     frame; visibility: the share of the box not covered by nearer people."""
@@ -245,18 +238,19 @@ def tracker_output(cfg: SiteConfig, gt: np.ndarray, cam: int, seed: int) -> np.n
     crossed: set[tuple[int, int]] = set()
     for frame in np.unique(gt[:, 0]):
         idx = np.flatnonzero(gt[:, 0] == frame)
-        for a in range(len(idx)):
-            for b in range(a + 1, len(idx)):
-                i, j = idx[a], idx[b]
-                pair = (int(gt[i, 7]), int(gt[j, 7]))
-                if pair in crossed or box_iou(gt[i, 2:6], gt[j, 2:6]) <= 0.3:
-                    continue
-                crossed.add(pair)
-                if rng.random() < cfg.rate("switch"):
-                    ti, tj = track[i], track[j]
-                    later = gt[:, 0] >= frame
-                    swap_i, swap_j = later & (track == ti), later & (track == tj)
-                    track[swap_i], track[swap_j] = tj, ti
+        first, second = np.triu_indices(len(idx), 1)  # every pair, in the loops' order
+        iou = pair_iou(gt[idx[first], 2:6], gt[idx[second], 2:6])
+        for a, b, overlap in zip(first, second, iou):
+            i, j = idx[a], idx[b]
+            pair = (int(gt[i, 7]), int(gt[j, 7]))
+            if pair in crossed or overlap <= 0.3:
+                continue
+            crossed.add(pair)
+            if rng.random() < cfg.rate("switch"):
+                ti, tj = track[i], track[j]
+                later = gt[:, 0] >= frame
+                swap_i, swap_j = later & (track == ti), later & (track == tj)
+                track[swap_i], track[swap_j] = tj, ti
     boxes = gt[:, 2:6].copy()
     boxes += rng.normal(0.0, 1.0, boxes.shape) * cfg.rate("jitter") * gt[:, 5:6]
     conf = rng.uniform(0.5, 0.99, len(gt))
