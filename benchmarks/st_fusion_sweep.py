@@ -32,6 +32,9 @@ GRID = {
     "logistic": {"gamma": [5.0, 10.0, 20.0], "lambda_time": [2.0, 10.0, 50.0]},
     "log_linear": {"weight": [0.05, 0.1, 0.2, 0.4], "floor": [0.001, 0.01, 0.05, 0.2]},
 }
+#: Transit-model estimators tried: (kernel, bandwidth rule) of ``fit_transit``.
+ESTIMATORS = [("time", "silverman"), ("time", "robust"), ("time", "pooled"),
+              ("log", "silverman"), ("log", "pooled")]  # fmt: skip
 
 
 def features(run: Path):
@@ -59,14 +62,13 @@ def features(run: Path):
     return cos, rr, dataset, cfg
 
 
-def sweep(run: Path) -> list[dict]:
+def sweep(run: Path, estimators=ESTIMATORS) -> list[dict]:
     import torch
 
     from cacl.data.times import require_times
     from cacl.evaluation.network import score_distances
     from cacl.temporal.fusion import fusion
     from cacl.temporal.run import run_transit
-    from cacl.temporal.transit import BANDWIDTH_RULES
 
     cos, rr, dataset, cfg = features(run)
     qc = np.array([s.camid for s in dataset.query])[:, None]
@@ -76,15 +78,16 @@ def sweep(run: Path) -> list[dict]:
     base = {"run": str(run), "seed": cfg.train.seed, "cpu": cpu_model(),
             "capability": torch.backends.cpu.get_cpu_capability()}  # fmt: skip
     rows = []
-    for source, rule in itertools.product(("pseudo", "truth"), BANDWIDTH_RULES):
-        p = run_transit(run, dataset, source, rule=rule).probability(qc, qt, gc, gt)
+    for source, (kernel, rule) in itertools.product(("pseudo", "truth"), estimators):
+        model = run_transit(run, dataset, source, rule=rule, kernel=kernel)
+        p = model.probability(qc, qt, gc, gt)
         same = (
             np.array([s.pid for s in dataset.query])[:, None]
             == np.array([s.pid for s in dataset.gallery])[None, :]
         )
         other_cam = qc != gc
         match, other = p[same & other_cam], p[~same & other_cam]
-        print(f"{run} {source} {rule}: p of true matches mean {match.mean():.3f}, share > 0.1 "
+        print(f"{run} {source} {kernel} {rule}: p of true matches mean {match.mean():.3f}, share > 0.1 "
               f"{(match > 0.1).mean():.3f}; of others mean {other.mean():.3f}, share > 0.1 "
               f"{(other > 0.1).mean():.3f}", flush=True)  # fmt: skip
         for rerank, sim in ((False, cos), (True, rr)):
@@ -93,38 +96,41 @@ def sweep(run: Path) -> list[dict]:
                 for values in itertools.product(*grid.values()):
                     params = dict(zip(grid, values))
                     fused = score_distances(-fusion(name, sim, p, **params), dataset)["mAP"]
-                    rows.append({**base, "source": source, "rule": rule, "rerank": rerank,
+                    rows.append({**base, "source": source, "kernel": kernel, "rule": rule,
+                                 "rerank": rerank,
                                  "fusion": name,
                                  "params": params, "appearance_mAP": appearance,
                                  "mAP": fused})  # fmt: skip
     return rows
 
 
-def best(path: str, source: str = "pseudo", rerank: bool = False) -> tuple[str, str, dict]:
-    """The bandwidth rule, fusion and parameters of the largest mean gain in ``path`` (pseudo
+def best(path: str, source: str = "pseudo", rerank: bool = False) -> tuple[str, str, str, dict]:
+    """The kernel, bandwidth rule, fusion and parameters of the largest mean gain in ``path`` (pseudo
     labels' model, without re-ranking: the default ranking)."""
     groups: dict[str, list[float]] = {}
     for line in Path(path).read_text().splitlines():
         row = json.loads(line)
         if row["source"] == source and row["rerank"] == rerank:
-            key = json.dumps([row.get("rule", "silverman"), row["fusion"], row["params"]])
+            key = json.dumps([row.get("kernel", "time"), row.get("rule", "silverman"),
+                              row["fusion"], row["params"]])  # fmt: skip
             groups.setdefault(key, []).append(row["mAP"] - row["appearance_mAP"])
-    rule, name, params = json.loads(max(groups, key=lambda k: np.mean(groups[k])))
-    return rule, name, params
+    kernel, rule, name, params = json.loads(max(groups, key=lambda k: np.mean(groups[k])))
+    return kernel, rule, name, params
 
 
 def summarize(path: str) -> None:
     groups: dict[tuple, list[dict]] = {}
     for line in Path(path).read_text().splitlines():
         row = json.loads(line)
-        key = (row["source"], row["rerank"], row.get("rule", "silverman"), row["fusion"],
-               json.dumps(row["params"]))  # fmt: skip
+        key = (row["source"], row["rerank"], row.get("kernel", "time"),
+               row.get("rule", "silverman"), row["fusion"], json.dumps(row["params"]))  # fmt: skip
         groups.setdefault(key, []).append(row)
     lines = []
-    for (source, rerank, rule, name, params), rows in groups.items():
+    for (source, rerank, kernel, rule, name, params), rows in groups.items():
         gains = np.array([r["mAP"] - r["appearance_mAP"] for r in rows])
         seeds = " ".join(str(r["seed"]) for r in rows)
-        lines.append((source, rerank, -gains.mean(), f"{rule} {name} {params}", gains, seeds))
+        label = f"{kernel} {rule} {name} {params}"
+        lines.append((source, rerank, -gains.mean(), label, gains, seeds))
     for source, rerank, neg, label, gains, seeds in sorted(lines):
         print(f"{source:6s} rerank={rerank!s:5s} gain {-neg:+.3f} (min {gains.min():+.3f}; "
               f"seeds {seeds})  {label}")  # fmt: skip
@@ -139,8 +145,8 @@ def main() -> None:
                         "--fusion NAME --params JSON and stop")  # fmt: skip
     args = parser.parse_args()
     if args.best:
-        rule, name, params = best(args.out)
-        print(f"--rule {rule} --fusion {name} --params '{json.dumps(params)}'")
+        kernel, rule, name, params = best(args.out)
+        print(f"--kernel {kernel} --rule {rule} --fusion {name} --params '{json.dumps(params)}'")
         return
     if args.summary:
         summarize(args.out)

@@ -36,7 +36,7 @@ def cfg_overrides(cfg) -> list[str]:
 
 
 def measure(run: Path, label: str, fusion: tuple[str, dict] | None = None,
-            rule: str = "silverman") -> dict:  # fmt: skip
+            rule: str = "silverman", kernel: str = "time") -> dict:  # fmt: skip
     import torch
 
     from cacl.checkpoints.network import load_network
@@ -57,11 +57,13 @@ def measure(run: Path, label: str, fusion: tuple[str, dict] | None = None,
     q_times, g_times = require_times(dataset, "query"), require_times(dataset, "gallery")
     q_cams = [s.camid for s in dataset.query]
     g_cams = [s.camid for s in dataset.gallery]
-    models = {s: run_transit(run, dataset, s, rule=rule) for s in ("pseudo", "truth")}
+    models = {
+        s: run_transit(run, dataset, s, rule=rule, kernel=kernel) for s in ("pseudo", "truth")
+    }
     row = {"run": str(run), "label": label, "seed": cfg.train.seed, "cpu": cpu_model(),
            "capability": torch.backends.cpu.get_cpu_capability(),
            "st_rerank": RERANK_MODE, "overrides": cfg_overrides(cfg),
-           "fusion": list(fusion or DEFAULT_FUSION), "rule": rule}  # fmt: skip
+           "fusion": list(fusion or DEFAULT_FUSION), "rule": rule, "kernel": kernel}  # fmt: skip
     for rerank in (False, True):
         tag = "rerank_" if rerank else ""
         base = re_ranking_features(qf, gf) if rerank else squared_euclidean(qf, gf)
@@ -90,7 +92,7 @@ def summarize(path: str) -> None:
         row = json.loads(line)
         mode = row.get("st_rerank", "fused (st-ReID, superseded)")
         name, params = row.get("fusion", ("logistic", {"gamma": 5.0, "lambda_time": 2.0}))
-        rule = row.get("rule", "silverman")
+        rule = f"{row.get('kernel', 'time')} {row.get('rule', 'silverman')}"
         key = f"{row['label']} [re-ranking: {mode}] [{rule}; {name} {json.dumps(params)}]"
         groups.setdefault(key, []).append(row)
     keys = [f"{t}{n}_{m}" for t in ("", "rerank_") for n in ("appearance", "pseudo", "truth")
@@ -121,13 +123,14 @@ def main() -> None:
                         "package's DEFAULT_FUSION)")  # fmt: skip
     parser.add_argument("--params", default="{}", help="its parameters, as JSON")
     parser.add_argument("--rule", default="silverman", help="the transit model's bandwidth rule")
+    parser.add_argument("--kernel", default="time", help="the transit model's kernel")
     args = parser.parse_args()
     fusion = (args.fusion, json.loads(args.params)) if args.fusion else None
     if args.summary:
         summarize(args.out)
         return
     for run in args.runs:
-        row = measure(run, args.label, fusion, args.rule)
+        row = measure(run, args.label, fusion, args.rule, args.kernel)
         with open(args.out, "a") as handle:
             handle.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
