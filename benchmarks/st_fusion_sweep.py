@@ -35,6 +35,8 @@ GRID = {
 #: Transit-model estimators tried: (kernel, bandwidth rule) of ``fit_transit``.
 ESTIMATORS = [("time", "silverman"), ("time", "robust"), ("time", "pooled"),
               ("log", "silverman"), ("log", "pooled")]  # fmt: skip
+#: ``--symmetric``: the same with each pair's samples pooled with the reverse pair's.
+SYMMETRIC = [("time", "silverman"), ("time", "pooled"), ("log", "silverman")]
 
 
 def features(run: Path):
@@ -62,7 +64,7 @@ def features(run: Path):
     return cos, rr, dataset, cfg
 
 
-def sweep(run: Path, estimators=ESTIMATORS) -> list[dict]:
+def sweep(run: Path, estimators=ESTIMATORS, symmetric: bool = False) -> list[dict]:
     import torch
 
     from cacl.data.times import require_times
@@ -79,7 +81,7 @@ def sweep(run: Path, estimators=ESTIMATORS) -> list[dict]:
             "capability": torch.backends.cpu.get_cpu_capability()}  # fmt: skip
     rows = []
     for source, (kernel, rule) in itertools.product(("pseudo", "truth"), estimators):
-        model = run_transit(run, dataset, source, rule=rule, kernel=kernel)
+        model = run_transit(run, dataset, source, rule=rule, kernel=kernel, symmetric=symmetric)
         p = model.probability(qc, qt, gc, gt)
         same = (
             np.array([s.pid for s in dataset.query])[:, None]
@@ -97,6 +99,7 @@ def sweep(run: Path, estimators=ESTIMATORS) -> list[dict]:
                     params = dict(zip(grid, values))
                     fused = score_distances(-fusion(name, sim, p, **params), dataset)["mAP"]
                     rows.append({**base, "source": source, "kernel": kernel, "rule": rule,
+                                 "symmetric": symmetric,
                                  "rerank": rerank,
                                  "fusion": name,
                                  "params": params, "appearance_mAP": appearance,
@@ -104,26 +107,30 @@ def sweep(run: Path, estimators=ESTIMATORS) -> list[dict]:
     return rows
 
 
-def best(path: str, source: str = "pseudo", rerank: bool = False) -> tuple[str, str, str, dict]:
-    """The kernel, bandwidth rule, fusion and parameters of the largest mean gain in ``path`` (pseudo
+def best(path: str, source: str = "pseudo", rerank: bool = False) -> tuple:
+    """The kernel, bandwidth rule, symmetry, fusion and parameters of the largest mean gain in ``path`` (pseudo
     labels' model, without re-ranking: the default ranking)."""
     groups: dict[str, list[float]] = {}
     for line in Path(path).read_text().splitlines():
         row = json.loads(line)
         if row["source"] == source and row["rerank"] == rerank:
             key = json.dumps([row.get("kernel", "time"), row.get("rule", "silverman"),
-                              row["fusion"], row["params"]])  # fmt: skip
+                              row.get("symmetric", False), row["fusion"],
+                              row["params"]])  # fmt: skip
             groups.setdefault(key, []).append(row["mAP"] - row["appearance_mAP"])
-    kernel, rule, name, params = json.loads(max(groups, key=lambda k: np.mean(groups[k])))
-    return kernel, rule, name, params
+    kernel, rule, symmetric, name, params = json.loads(
+        max(groups, key=lambda k: np.mean(groups[k]))
+    )
+    return kernel, rule, symmetric, name, params
 
 
 def summarize(path: str) -> None:
     groups: dict[tuple, list[dict]] = {}
     for line in Path(path).read_text().splitlines():
         row = json.loads(line)
-        key = (row["source"], row["rerank"], row.get("kernel", "time"),
-               row.get("rule", "silverman"), row["fusion"], json.dumps(row["params"]))  # fmt: skip
+        rule = row.get("rule", "silverman") + (" symmetric" if row.get("symmetric") else "")
+        key = (row["source"], row["rerank"], row.get("kernel", "time"), rule, row["fusion"],
+               json.dumps(row["params"]))  # fmt: skip
         groups.setdefault(key, []).append(row)
     lines = []
     for (source, rerank, kernel, rule, name, params), rows in groups.items():
@@ -141,18 +148,22 @@ def main() -> None:
     parser.add_argument("runs", nargs="*", type=Path)
     parser.add_argument("--out", default="benchmarks/results/st_fusion_sweep.jsonl")
     parser.add_argument("--summary", action="store_true")
+    parser.add_argument("--symmetric", action="store_true", help="the SYMMETRIC estimators: "
+                        "each camera pair's samples pooled with the reverse pair's")  # fmt: skip
     parser.add_argument("--best", action="store_true", help="print the best fusion as st_table's "
                         "--fusion NAME --params JSON and stop")  # fmt: skip
     args = parser.parse_args()
     if args.best:
-        kernel, rule, name, params = best(args.out)
-        print(f"--kernel {kernel} --rule {rule} --fusion {name} --params '{json.dumps(params)}'")
+        kernel, rule, symmetric, name, params = best(args.out)
+        flag = " --symmetric" if symmetric else ""
+        print(f"--kernel {kernel} --rule {rule}{flag} --fusion {name} --params "
+              f"'{json.dumps(params)}'")  # fmt: skip
         return
     if args.summary:
         summarize(args.out)
         return
     for run in args.runs:
-        rows = sweep(run)
+        rows = sweep(run, SYMMETRIC, True) if args.symmetric else sweep(run)
         with open(args.out, "a") as handle:
             handle.writelines(json.dumps(r) + "\n" for r in rows)
         print(f"{run}: {len(rows)} rows", flush=True)

@@ -36,7 +36,8 @@ def cfg_overrides(cfg) -> list[str]:
 
 
 def measure(run: Path, label: str, fusion: tuple[str, dict] | None = None,
-            rule: str = "silverman", kernel: str = "time") -> dict:  # fmt: skip
+            estimator: dict | None = None) -> dict:  # fmt: skip
+    """One row: ``estimator`` overrides :data:`cacl.temporal.transit.DEFAULT_ESTIMATOR`."""
     import torch
 
     from cacl.checkpoints.network import load_network
@@ -47,6 +48,9 @@ def measure(run: Path, label: str, fusion: tuple[str, dict] | None = None,
     from cacl.temporal import compare
     from cacl.temporal.fusion import DEFAULT_FUSION
     from cacl.temporal.run import run_transit, st_distances
+    from cacl.temporal.transit import DEFAULT_ESTIMATOR
+
+    estimator = {**DEFAULT_ESTIMATOR, **(estimator or {})}
 
     start = time.monotonic()
     net, cfg, _ = load_network(run, "cpu")
@@ -57,13 +61,11 @@ def measure(run: Path, label: str, fusion: tuple[str, dict] | None = None,
     q_times, g_times = require_times(dataset, "query"), require_times(dataset, "gallery")
     q_cams = [s.camid for s in dataset.query]
     g_cams = [s.camid for s in dataset.gallery]
-    models = {
-        s: run_transit(run, dataset, s, rule=rule, kernel=kernel) for s in ("pseudo", "truth")
-    }
+    models = {s: run_transit(run, dataset, s, **estimator) for s in ("pseudo", "truth")}
     row = {"run": str(run), "label": label, "seed": cfg.train.seed, "cpu": cpu_model(),
            "capability": torch.backends.cpu.get_cpu_capability(),
            "st_rerank": RERANK_MODE, "overrides": cfg_overrides(cfg),
-           "fusion": list(fusion or DEFAULT_FUSION), "rule": rule, "kernel": kernel}  # fmt: skip
+           "fusion": list(fusion or DEFAULT_FUSION), **estimator}  # fmt: skip
     for rerank in (False, True):
         tag = "rerank_" if rerank else ""
         base = re_ranking_features(qf, gf) if rerank else squared_euclidean(qf, gf)
@@ -93,6 +95,7 @@ def summarize(path: str) -> None:
         mode = row.get("st_rerank", "fused (st-ReID, superseded)")
         name, params = row.get("fusion", ("logistic", {"gamma": 5.0, "lambda_time": 2.0}))
         rule = f"{row.get('kernel', 'time')} {row.get('rule', 'silverman')}"
+        rule += " symmetric" if row.get("symmetric") else ""
         key = f"{row['label']} [re-ranking: {mode}] [{rule}; {name} {json.dumps(params)}]"
         groups.setdefault(key, []).append(row)
     keys = [f"{t}{n}_{m}" for t in ("", "rerank_") for n in ("appearance", "pseudo", "truth")
@@ -122,15 +125,23 @@ def main() -> None:
     parser.add_argument("--fusion", help="a fusion of cacl.temporal.fusion.FUSIONS (default: the "
                         "package's DEFAULT_FUSION)")  # fmt: skip
     parser.add_argument("--params", default="{}", help="its parameters, as JSON")
-    parser.add_argument("--rule", default="silverman", help="the transit model's bandwidth rule")
-    parser.add_argument("--kernel", default="time", help="the transit model's kernel")
+    parser.add_argument("--rule", help="the transit model's bandwidth rule (default: cacl's)")
+    parser.add_argument("--kernel", help="the transit model's kernel (default: cacl's)")
+    parser.add_argument("--symmetric", choices=("on", "off"), help="pool each camera pair's "
+                        "samples with the reverse pair's (default: cacl's)")  # fmt: skip
     args = parser.parse_args()
     fusion = (args.fusion, json.loads(args.params)) if args.fusion else None
     if args.summary:
         summarize(args.out)
         return
     for run in args.runs:
-        row = measure(run, args.label, fusion, args.rule, args.kernel)
+        given = {
+            "rule": args.rule,
+            "kernel": args.kernel,
+            "symmetric": None if args.symmetric is None else args.symmetric == "on",
+        }
+        estimator = {k: v for k, v in given.items() if v is not None}
+        row = measure(run, args.label, fusion, estimator)
         with open(args.out, "a") as handle:
             handle.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)

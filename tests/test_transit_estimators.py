@@ -99,3 +99,25 @@ def test_the_kernel_survives_save_and_load_and_an_unknown_one_is_refused(tmp_pat
         fit_transit(labels, cams, times, 2, kernel="gamma")
     with pytest.raises(CaclError, match="unknown transit kernel"):
         TransitModel(model.counts, 1.0, model.bandwidth_s, kernel="gamma")
+
+
+def test_a_symmetric_model_pools_each_pair_with_its_reverse():
+    labels, cams, times = _visits({(0, 1): [10.0, 12.0, 14.0], (1, 0): [30.0], (0, 2): [20.0]})
+    directed = fit_transit(labels, cams, times, 3, bandwidth_s=1.0)
+    both = fit_transit(labels, cams, times, 3, bandwidth_s=1.0, symmetric=True)
+    np.testing.assert_array_equal(both.counts, directed.counts + directed.counts.transpose(1, 0, 2))
+    assert both.counts[2, 0, 20] == 1 and directed.counts[2, 0].sum() == 0
+    # the probability of 1 -> 0 after 12 s: never seen that way, seen 0 -> 1
+    assert directed.probability(1, 0.0, 0, 12.5) == 0.0 < both.probability(1, 0.0, 0, 12.5)
+    np.testing.assert_allclose(both.density, both.density.transpose(1, 0, 2))
+
+
+def test_the_product_uses_the_default_estimator(monkeypatch):
+    from cacl.temporal import run as run_module
+    from cacl.temporal.transit import DEFAULT_ESTIMATOR
+
+    seen = []
+    monkeypatch.setattr(run_module, "fit_transit", lambda *a, **k: seen.append(k))
+    labels, cams, times = _visits({(0, 1): [10.0, 12.0]})
+    run_module.epoch_transit(labels, cams, times)
+    assert seen and all(seen[0][k] == v for k, v in DEFAULT_ESTIMATOR.items())

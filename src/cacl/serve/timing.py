@@ -2,7 +2,7 @@
 and the re-ranking of a search's nearest images by the fused score of ``cacl eval --st``.
 
 The appearance search finds the ``candidates`` nearest images (faiss, as for any search); those
-are re-ordered by the fused distance of ``cacl eval --st`` (``1 - s - 0.1 log(p + 0.05)``,
+are re-ordered by the fused distance of ``cacl eval --st`` (``1 - s - 0.2 log(p + 0.2)``,
 :data:`cacl.temporal.fusion.DEFAULT_FUSION`): ``s = 1 - d / 2`` the cosine similarity (the index's
 distances are ``2 - 2 cos`` of L2-normalised features), ``p`` the transit probability of the
 query's camera and time against each image's. An image outside the candidates cannot enter the

@@ -13,7 +13,7 @@ from cacl.data.times import require_times
 from cacl.data.types import ReidDataset
 from cacl.errors import CaclError
 from cacl.temporal.fusion import fused_distance
-from cacl.temporal.transit import TransitModel, fit_transit
+from cacl.temporal.transit import DEFAULT_ESTIMATOR, TransitModel, fit_transit
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ def run_transit(checkpoint: str | Path, dataset: ReidDataset, source: str = "pse
                 times: np.ndarray | None = None, **options) -> TransitModel:  # fmt: skip
     """The transit model of the run's last pseudo labels (``pseudo``) or of the training set's
     true identities (``truth``, for comparison only) on ``dataset``'s training images;
-    ``options`` go to :func:`~cacl.temporal.transit.fit_transit` (e.g. ``rule``)."""
+    ``options`` go to :func:`~cacl.temporal.transit.fit_transit` over those of
+    :data:`~cacl.temporal.transit.DEFAULT_ESTIMATOR`."""
     if source not in SOURCES:
         raise CaclError(f"the transit source must be one of {SOURCES}, got {source!r}")
     if times is None:
@@ -56,6 +57,7 @@ def run_transit(checkpoint: str | Path, dataset: ReidDataset, source: str = "pse
                 f"{len(cams)}: evaluate on the data it was trained on"
             )
     everyone = [s.camid for s in dataset.train + dataset.query + dataset.gallery]
+    options = {**DEFAULT_ESTIMATOR, **options}
     return fit_transit(labels, cams, times, max(everyone) + 1, source=source, **options)
 
 
@@ -66,7 +68,7 @@ def epoch_transit(classes, cams, times, epoch: int | None = None) -> TransitMode
     if not np.isfinite(times).all():
         return None
     try:
-        return fit_transit(classes, cams, times, int(np.max(cams)) + 1)
+        return fit_transit(classes, cams, times, int(np.max(cams)) + 1, **DEFAULT_ESTIMATOR)
     except CaclError as exc:
         log.warning("%sno transit-time model (%s)", f"epoch {epoch}: " if epoch else "", exc)
         return None

@@ -180,6 +180,12 @@ BANDWIDTH_RULES = {"silverman": silverman, "robust": silverman_robust, "pooled":
 #: every route, long or short).
 KERNELS = ("time", "log")
 
+#: The estimator of the product's transit models (training's ``transit.json``, ``cacl eval
+#: --st``): each pair's samples pooled with the reverse pair's (a walk from b to a takes as long
+#: as one from a to b, which doubles the samples per pair) and the pooled bandwidth; chosen with
+#: :data:`cacl.temporal.fusion.DEFAULT_FUSION` on held-out site seeds (docs/method.md).
+DEFAULT_ESTIMATOR = {"kernel": "time", "rule": "pooled", "symmetric": True}
+
 
 def log_smooth(row: np.ndarray, bin_s: float, width: float) -> np.ndarray:
     """A histogram row (bins of ``bin_s`` seconds, samples at the bin centres) smoothed by a
@@ -218,7 +224,8 @@ def transit_samples(labels, cams, times) -> list[tuple[int, int, float]]:
 def fit_transit(
     labels, cams, times, num_cams: int, *, bin_s: float = 1.0, horizon_s: float | None = None,
     bandwidth_s: float | None = None, source: str = "pseudo", rule: str = "silverman",
-    kernel: str = "time",
+    kernel: str = "time", samples: list[tuple[int, int, float]] | None = None,
+    symmetric: bool = False,
 ) -> TransitModel:  # fmt: skip
     """The :class:`TransitModel` of crops with cluster ``labels``, 0-based ``cams`` and
     ``times`` (seconds); ``horizon_s`` defaults to the longest transit seen plus a bin;
@@ -231,7 +238,10 @@ def fit_transit(
     if kernel not in KERNELS:
         raise CaclError(f"unknown transit kernel {kernel!r}; known: {', '.join(KERNELS)}")
     bandwidth = BANDWIDTH_RULES[rule]
-    samples = transit_samples(labels, cams, times)
+    if samples is None:
+        samples = transit_samples(labels, cams, times)
+    if symmetric:  # a walk from b to a takes as long as one from a to b: both pairs' samples
+        samples = list(samples) + [(b, a, gap) for a, b, gap in samples]
     if not samples:
         raise CaclError(
             "no cluster spans two cameras: there is no transit time to learn (train longer, or "
