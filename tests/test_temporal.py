@@ -334,7 +334,10 @@ def test_cluster_time_on_weights_by_the_previous_labels_transit_model(site_run, 
     pids = np.array([s.pid for s in trainer.dataset.train])
     trainer.classes = pids
     weight = trainer._time_weight()
-    model = fit_transit(pids, trainer.camids, trainer.train_times, int(trainer.camids.max()) + 1)
+    from cacl.temporal.transit import DEFAULT_ESTIMATOR
+
+    cams = int(trainer.camids.max()) + 1
+    model = fit_transit(pids, trainer.camids, trainer.train_times, cams, **DEFAULT_ESTIMATOR)
     rng = np.random.default_rng(0)
     ca, cb = rng.integers(0, model.num_cams, 50), rng.integers(0, model.num_cams, 50)
     ta, tb = rng.uniform(0, 60, 50), rng.uniform(0, 60, 50)
