@@ -134,6 +134,12 @@ def test_compute_classes_with_crossings_keeps_the_swapped_people_apart():
 
 def test_split_crossings_needs_constraints_and_an_iou_below_one():
     cfg = Config()
+    cfg.cluster.split_crossings = "candidates"  # the cut by features only at crossings
+    validate(cfg)
+    cfg.cluster.split = "off"
+    with pytest.raises(ConfigError, match="cluster.split=on or auto"):
+        validate(cfg)
+    cfg.cluster.split = "auto"
     cfg.cluster.split_crossings = "on"
     validate(cfg)
     cfg.cluster.constraints = "none"
@@ -225,12 +231,3 @@ def test_a_switch_is_cut_only_where_a_crossing_allows_it():
     elsewhere[[16 + 3, 16 + 4]] = True
     kept, info = split_tracklets(x, ids, cams, times, candidates=elsewhere)
     assert info["tracklets_split"] == 0 and np.unique(kept[ids == 0]).size == 1
-
-
-def test_candidates_need_the_cut_by_features():
-    cfg = Config()
-    cfg.cluster.split_crossings = "candidates"
-    validate(cfg)
-    cfg.cluster.split = "off"
-    with pytest.raises(ConfigError, match="cluster.split=on or auto"):
-        validate(cfg)

@@ -224,8 +224,7 @@ def transit_samples(labels, cams, times) -> list[tuple[int, int, float]]:
 def fit_transit(
     labels, cams, times, num_cams: int, *, bin_s: float = 1.0, horizon_s: float | None = None,
     bandwidth_s: float | None = None, source: str = "pseudo", rule: str = "silverman",
-    kernel: str = "time", samples: list[tuple[int, int, float]] | None = None,
-    symmetric: bool = False,
+    kernel: str = "time", symmetric: bool = False,
 ) -> TransitModel:  # fmt: skip
     """The :class:`TransitModel` of crops with cluster ``labels``, 0-based ``cams`` and
     ``times`` (seconds); ``horizon_s`` defaults to the longest transit seen plus a bin;
@@ -238,8 +237,7 @@ def fit_transit(
     if kernel not in KERNELS:
         raise CaclError(f"unknown transit kernel {kernel!r}; known: {', '.join(KERNELS)}")
     bandwidth = BANDWIDTH_RULES[rule]
-    if samples is None:
-        samples = transit_samples(labels, cams, times)
+    samples = transit_samples(labels, cams, times)
     if symmetric:  # a walk from b to a takes as long as one from a to b: both pairs' samples
         samples = list(samples) + [(b, a, gap) for a, b, gap in samples]
     if not samples:
