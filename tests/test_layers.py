@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "cacl"
 #: The layers, lowest first. A module may import from its own layer's package and from lower
 #: layers. ``cacl`` itself (the version and the lazy ``FeatureExtractor``) is the façade.
 LAYERS: list[set[str]] = [
-    {"errors", "files", "cores"},
+    {"errors", "files", "cores", "boxes"},
     {"distributed"},
     {"data"},
     {"config"},
