@@ -64,7 +64,8 @@ def features(run: Path):
     return cos, rr, dataset, cfg
 
 
-def sweep(run: Path, estimators=ESTIMATORS, symmetric: bool = False) -> list[dict]:
+def sweep(run: Path, estimators=ESTIMATORS, symmetric: bool = False,
+          scale: str = "peak") -> list[dict]:  # fmt: skip
     import torch
 
     from cacl.data.times import require_times
@@ -81,7 +82,8 @@ def sweep(run: Path, estimators=ESTIMATORS, symmetric: bool = False) -> list[dic
             "capability": torch.backends.cpu.get_cpu_capability()}  # fmt: skip
     rows = []
     for source, (kernel, rule) in itertools.product(("pseudo", "truth"), estimators):
-        model = run_transit(run, dataset, source, rule=rule, kernel=kernel, symmetric=symmetric)
+        model = run_transit(run, dataset, source, rule=rule, kernel=kernel, symmetric=symmetric,
+                            scale=scale)  # fmt: skip
         p = model.probability(qc, qt, gc, gt)
         same = (
             np.array([s.pid for s in dataset.query])[:, None]
@@ -89,7 +91,7 @@ def sweep(run: Path, estimators=ESTIMATORS, symmetric: bool = False) -> list[dic
         )
         other_cam = qc != gc
         match, other = p[same & other_cam], p[~same & other_cam]
-        print(f"{run} {source} {kernel} {rule}: p of true matches mean {match.mean():.3f}, share > 0.1 "
+        print(f"{run} {source} {kernel} {rule} {scale}: p of true matches mean {match.mean():.3f}, share > 0.1 "
               f"{(match > 0.1).mean():.3f}; of others mean {other.mean():.3f}, share > 0.1 "
               f"{(other > 0.1).mean():.3f}", flush=True)  # fmt: skip
         for rerank, sim in ((False, cos), (True, rr)):
@@ -99,7 +101,7 @@ def sweep(run: Path, estimators=ESTIMATORS, symmetric: bool = False) -> list[dic
                     params = dict(zip(grid, values))
                     fused = score_distances(-fusion(name, sim, p, **params), dataset)["mAP"]
                     rows.append({**base, "source": source, "kernel": kernel, "rule": rule,
-                                 "symmetric": symmetric,
+                                 "symmetric": symmetric, "scale": scale,
                                  "rerank": rerank,
                                  "fusion": name,
                                  "params": params, "appearance_mAP": appearance,
@@ -108,20 +110,17 @@ def sweep(run: Path, estimators=ESTIMATORS, symmetric: bool = False) -> list[dic
 
 
 def best(path: str, source: str = "pseudo", rerank: bool = False) -> tuple:
-    """The kernel, bandwidth rule, symmetry, fusion and parameters of the largest mean gain in ``path`` (pseudo
-    labels' model, without re-ranking: the default ranking)."""
+    """The kernel, bandwidth rule, symmetry, scale, fusion and parameters of the largest mean
+    gain in ``path`` (pseudo labels' model, without re-ranking: the default ranking)."""
     groups: dict[str, list[float]] = {}
     for line in Path(path).read_text().splitlines():
         row = json.loads(line)
         if row["source"] == source and row["rerank"] == rerank:
             key = json.dumps([row.get("kernel", "time"), row.get("rule", "silverman"),
-                              row.get("symmetric", False), row["fusion"],
-                              row["params"]])  # fmt: skip
+                              row.get("symmetric", False), row.get("scale", "peak"),
+                              row["fusion"], row["params"]])  # fmt: skip
             groups.setdefault(key, []).append(row["mAP"] - row["appearance_mAP"])
-    kernel, rule, symmetric, name, params = json.loads(
-        max(groups, key=lambda k: np.mean(groups[k]))
-    )
-    return kernel, rule, symmetric, name, params
+    return tuple(json.loads(max(groups, key=lambda k: np.mean(groups[k]))))
 
 
 def summarize(path: str) -> None:
@@ -129,6 +128,7 @@ def summarize(path: str) -> None:
     for line in Path(path).read_text().splitlines():
         row = json.loads(line)
         rule = row.get("rule", "silverman") + (" symmetric" if row.get("symmetric") else "")
+        rule += f" {row.get('scale', 'peak')}"
         key = (row["source"], row["rerank"], row.get("kernel", "time"), rule, row["fusion"],
                json.dumps(row["params"]))  # fmt: skip
         groups.setdefault(key, []).append(row)
@@ -150,20 +150,29 @@ def main() -> None:
     parser.add_argument("--summary", action="store_true")
     parser.add_argument("--symmetric", action="store_true", help="the SYMMETRIC estimators: "
                         "each camera pair's samples pooled with the reverse pair's")  # fmt: skip
+    parser.add_argument(
+        "--scale",
+        default="peak",
+        choices=("peak", "posterior"),
+        help="how counts become probabilities (cacl.temporal.transit.SCALES)",
+    )
     parser.add_argument("--best", action="store_true", help="print the best fusion as st_table's "
                         "--fusion NAME --params JSON and stop")  # fmt: skip
     args = parser.parse_args()
     if args.best:
-        kernel, rule, symmetric, name, params = best(args.out)
-        flag = " --symmetric" if symmetric else ""
-        print(f"--kernel {kernel} --rule {rule}{flag} --fusion {name} --params "
+        kernel, rule, symmetric, scale, name, params = best(args.out)
+        flag = " --symmetric on" if symmetric else " --symmetric off"
+        print(f"--kernel {kernel} --rule {rule}{flag} --scale {scale} --fusion {name} --params "
               f"'{json.dumps(params)}'")  # fmt: skip
         return
     if args.summary:
         summarize(args.out)
         return
     for run in args.runs:
-        rows = sweep(run, SYMMETRIC, True) if args.symmetric else sweep(run)
+        if args.symmetric:
+            rows = sweep(run, SYMMETRIC, True, args.scale)
+        else:
+            rows = sweep(run, scale=args.scale)
         with open(args.out, "a") as handle:
             handle.writelines(json.dumps(r) + "\n" for r in rows)
         print(f"{run}: {len(rows)} rows", flush=True)

@@ -96,6 +96,7 @@ def summarize(path: str) -> None:
         name, params = row.get("fusion", ("logistic", {"gamma": 5.0, "lambda_time": 2.0}))
         rule = f"{row.get('kernel', 'time')} {row.get('rule', 'silverman')}"
         rule += " symmetric" if row.get("symmetric") else ""
+        rule += f" {row.get('scale', 'peak')}"
         key = f"{row['label']} [re-ranking: {mode}] [{rule}; {name} {json.dumps(params)}]"
         groups.setdefault(key, []).append(row)
     keys = [f"{t}{n}_{m}" for t in ("", "rerank_") for n in ("appearance", "pseudo", "truth")
@@ -129,6 +130,8 @@ def main() -> None:
     parser.add_argument("--kernel", help="the transit model's kernel (default: cacl's)")
     parser.add_argument("--symmetric", choices=("on", "off"), help="pool each camera pair's "
                         "samples with the reverse pair's (default: cacl's)")  # fmt: skip
+    parser.add_argument("--scale", help="peak or posterior (cacl.temporal.transit.SCALES; "
+                        "default: cacl's)")  # fmt: skip
     args = parser.parse_args()
     fusion = (args.fusion, json.loads(args.params)) if args.fusion else None
     if args.summary:
@@ -139,6 +142,7 @@ def main() -> None:
             "rule": args.rule,
             "kernel": args.kernel,
             "symmetric": None if args.symmetric is None else args.symmetric == "on",
+            "scale": args.scale,
         }
         estimator = {k: v for k, v in given.items() if v is not None}
         row = measure(run, args.label, fusion, estimator)

@@ -39,9 +39,18 @@ class TransitModel:
     bandwidth_s: np.ndarray  # (C, C) smoothing width per pair: seconds, or log-seconds ("log")
     source: str = "pseudo"
     kernel: str = "time"  # :data:`KERNELS`
+    scale: str = "peak"  # :data:`SCALES`
+    background: np.ndarray | None = None  # (C, C, B) gaps between different clusters' visits
 
     def __post_init__(self) -> None:
         self.counts = np.asarray(self.counts, dtype=np.int64)
+        if self.scale not in SCALES:
+            raise CaclError(f"unknown transit scale {self.scale!r}; known: {', '.join(SCALES)}")
+        if self.scale == "posterior":
+            if self.background is None or np.shape(self.background) != self.counts.shape:
+                raise CaclError("a posterior transit model needs background counts shaped as "
+                                f"its counts {self.counts.shape}")  # fmt: skip
+            self.background = np.asarray(self.background, dtype=np.int64)
         self.bandwidth_s = np.asarray(self.bandwidth_s, dtype=np.float64)
         c = self.counts.shape[0]
         if self.counts.ndim != 3 or self.counts.shape[1] != c or self.bandwidth_s.shape != (c, c):
@@ -58,20 +67,28 @@ class TransitModel:
     def horizon_s(self) -> float:
         return self.counts.shape[2] * self.bin_s
 
+    def _smooth(self, row: np.ndarray, a: int, b: int) -> np.ndarray:
+        if self.kernel == "log":
+            return log_smooth(row, self.bin_s, self.bandwidth_s[a, b])
+        sigma = max(1.0, self.bandwidth_s[a, b] / self.bin_s)
+        return gaussian_filter1d(row, sigma, mode="constant", truncate=4.0)
+
     def _density(self) -> np.ndarray:
-        density = np.zeros(self.counts.shape, dtype=np.float32)
+        density = np.zeros(self.counts.shape, dtype=np.float64)
         for a in range(self.num_cams):
             for b in range(self.num_cams):
                 row = self.counts[a, b].astype(np.float64)
                 if a == b or row.sum() == 0:
                     continue
-                if self.kernel == "log":
-                    smooth = log_smooth(row, self.bin_s, self.bandwidth_s[a, b])
-                else:
-                    sigma = max(1.0, self.bandwidth_s[a, b] / self.bin_s)
-                    smooth = gaussian_filter1d(row, sigma, mode="constant", truncate=4.0)
-                density[a, b] = smooth / smooth.max()
-        return density
+                smooth = self._smooth(row, a, b)
+                if self.scale == "peak":
+                    density[a, b] = smooth / smooth.max()
+                else:  # the share of visit pairs at this gap that are one person
+                    strangers = self._smooth(self.background[a, b].astype(np.float64), a, b)
+                    density[a, b] = smooth / (smooth + strangers + STRANGERS_PRIOR)
+        if self.scale == "posterior" and density.max() > 0:
+            density /= density.max()
+        return density.astype(np.float32)
 
     def probability(self, cam_a, time_a, cam_b, time_b) -> np.ndarray:
         """Transit probability (0..1) of every pair (broadcast): a person seen in ``cam_a`` at
@@ -102,7 +119,6 @@ class TransitModel:
         return row / total if total > 0 else row
 
     def to_json(self) -> dict:
-        nz = np.nonzero(self.counts)
         return {
             "num_cams": self.num_cams,
             "bins": int(self.counts.shape[2]),
@@ -110,7 +126,9 @@ class TransitModel:
             "source": self.source,
             "kernel": self.kernel,
             "bandwidth_s": self.bandwidth_s.round(6).tolist(),
-            "counts": [[int(a), int(b), int(k), int(self.counts[a, b, k])] for a, b, k in zip(*nz)],
+            "counts": _sparse(self.counts),
+            "scale": self.scale,
+            **({"background": _sparse(self.background)} if self.background is not None else {}),
         }
 
     def save(self, path: str | os.PathLike) -> None:
@@ -127,14 +145,26 @@ class TransitModel:
             c, bins = int(data["num_cams"]), int(data["bins"])
             if c < 1 or bins < 1 or c * c * bins > MAX_CELLS:
                 raise ValueError(f"{c} cameras x {bins} bins is out of range")
-            counts = np.zeros((c, c, bins), dtype=np.int64)
-            for a, b, k, n in data["counts"]:
-                counts[a, b, k] = n
+            counts = _dense(data["counts"], (c, c, bins))
+            background = data.get("background")
+            if background is not None:
+                background = _dense(background, (c, c, bins))
             return cls(counts, float(data["bin_s"]), np.array(data["bandwidth_s"]),
-                       str(data.get("source", "pseudo")),
-                       str(data.get("kernel", "time")))  # fmt: skip
+                       str(data.get("source", "pseudo")), str(data.get("kernel", "time")),
+                       str(data.get("scale", "peak")), background)  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
             raise CaclError(f"{path}: not a transit model cacl wrote ({exc})") from exc
+
+
+def _sparse(counts: np.ndarray) -> list[list[int]]:
+    return [[int(a), int(b), int(k), int(counts[a, b, k])] for a, b, k in zip(*np.nonzero(counts))]
+
+
+def _dense(rows, shape: tuple[int, int, int]) -> np.ndarray:
+    counts = np.zeros(shape, dtype=np.int64)
+    for a, b, k, n in rows:
+        counts[a, b, k] = n
+    return counts
 
 
 def silverman(samples: np.ndarray) -> float:
@@ -180,6 +210,18 @@ BANDWIDTH_RULES = {"silverman": silverman, "robust": silverman_robust, "pooled":
 #: every route, long or short).
 KERNELS = ("time", "log")
 
+#: How a pair's smoothed counts become the fusion's probability: ``peak``, divided by the
+#: pair's own peak (every pair's likeliest transit gets 1: st-ReID's per-pair normalisation up
+#: to a constant); ``posterior``, the share of all visit pairs of the two cameras at that gap
+#: that are one person (``same / (same + strangers + STRANGERS_PRIOR)``, strangers from
+#: :func:`background_counts`), divided by the largest share of any pair: it keeps what
+#: ``peak`` throws away, that a gap many strangers share says less than one few strangers
+#: share, and that a route few people take says less than a busy one.
+SCALES = ("peak", "posterior")
+#: The smoothed stranger pairs added to every bin of ``posterior`` (a bin no two strangers
+#: fell in does not make a lone sample certain).
+STRANGERS_PRIOR = 1.0
+
 #: The estimator of the product's transit models (training's ``transit.json``, ``cacl eval
 #: --st``): each pair's samples pooled with the reverse pair's (a walk from b to a takes as long
 #: as one from a to b, which doubles the samples per pair) and the pooled bandwidth; chosen with
@@ -197,9 +239,9 @@ def log_smooth(row: np.ndarray, bin_s: float, width: float) -> np.ndarray:
     return (np.exp(-0.5 * z * z) @ row[filled]) / centres
 
 
-def transit_samples(labels, cams, times) -> list[tuple[int, int, float]]:
-    """``(earlier camera, later camera, seconds)`` for every two cameras of every cluster,
-    from the median time of the cluster's crops in each camera (labels < 0: outliers)."""
+def transit_visits(labels, cams, times) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(cluster, camera, seconds)`` of every visit: the median time of a cluster's crops in
+    one camera (labels < 0, outliers, and unknown times left out), sorted by cluster."""
     labels, cams, times = np.asarray(labels), np.asarray(cams), np.asarray(times, float)
     keep = (labels >= 0) & np.isfinite(times)
     labels, cams, times = labels[keep], cams[keep], times[keep]
@@ -208,9 +250,14 @@ def transit_samples(labels, cams, times) -> list[tuple[int, int, float]]:
     key = labels.astype(np.int64) * (int(cams.max(initial=0)) + 1) + cams
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     ends = np.r_[starts[1:], len(key)]
-    visit_label = labels[starts]
-    visit_cam = cams[starts]
-    visit_time = np.array([np.median(times[s:e]) for s, e in zip(starts, ends)])
+    medians = np.array([np.median(times[s:e]) for s, e in zip(starts, ends)], dtype=np.float64)
+    return labels[starts], cams[starts], medians
+
+
+def transit_samples(labels, cams, times) -> list[tuple[int, int, float]]:
+    """``(earlier camera, later camera, seconds)`` for every two cameras of every cluster,
+    from the median time of the cluster's crops in each camera (labels < 0: outliers)."""
+    visit_label, visit_cam, visit_time = transit_visits(labels, cams, times)
     out = []
     group_starts = np.flatnonzero(np.r_[True, visit_label[1:] != visit_label[:-1]])
     for s, e in zip(group_starts, np.r_[group_starts[1:], len(visit_label)]):
@@ -221,15 +268,41 @@ def transit_samples(labels, cams, times) -> list[tuple[int, int, float]]:
     return out
 
 
+def background_counts(labels, cams, times, num_cams: int, bins: int, bin_s: float,
+                      symmetric: bool = False) -> np.ndarray:  # fmt: skip
+    """``(C, C, B)`` gaps between the visits of two *different* clusters in two cameras
+    (earlier camera, later camera, bin of the gap): how often each gap occurs between any two
+    people, the denominator of :data:`SCALES`' ``posterior``."""
+    visit_label, visit_cam, visit_time = transit_visits(labels, cams, times)
+    out = np.zeros((num_cams, num_cams, bins), dtype=np.int64)
+    for a in range(num_cams):
+        for b in range(num_cams):
+            if a == b:
+                continue
+            ia, ib = np.flatnonzero(visit_cam == a), np.flatnonzero(visit_cam == b)
+            gap = visit_time[ib][None, :] - visit_time[ia][:, None]
+            other = visit_label[ia][:, None] != visit_label[ib][None, :]
+            # a -> b when a's visit came first (a tie counts for the lower camera first)
+            later = (gap > 0) | ((gap == 0) & (a < b))
+            k = np.floor(gap[other & later] / bin_s).astype(np.int64)
+            out[a, b] += np.bincount(k[k < bins], minlength=bins)
+    if symmetric:
+        out = out + out.transpose(1, 0, 2)
+    return out
+
+
 def fit_transit(
     labels, cams, times, num_cams: int, *, bin_s: float = 1.0, horizon_s: float | None = None,
     bandwidth_s: float | None = None, source: str = "pseudo", rule: str = "silverman",
-    kernel: str = "time", symmetric: bool = False,
+    kernel: str = "time", symmetric: bool = False, scale: str = "peak",
 ) -> TransitModel:  # fmt: skip
     """The :class:`TransitModel` of crops with cluster ``labels``, 0-based ``cams`` and
     ``times`` (seconds); ``horizon_s`` defaults to the longest transit seen plus a bin;
     ``rule`` (:data:`BANDWIDTH_RULES`) sets each pair's smoothing, in the units of ``kernel``
-    (:data:`KERNELS`), unless ``bandwidth_s`` does."""
+    (:data:`KERNELS`), unless ``bandwidth_s`` does; ``scale`` (:data:`SCALES`) how the
+    smoothed counts become probabilities."""
+    if scale not in SCALES:
+        raise CaclError(f"unknown transit scale {scale!r}; known: {', '.join(SCALES)}")
     if bin_s <= 0:
         raise CaclError(f"bin_s must be positive, got {bin_s}")
     if rule not in BANDWIDTH_RULES:
@@ -260,11 +333,11 @@ def fit_transit(
             counts[a, b, k] += 1
             # the kernel's units: the log kernel sees each sample at its bin's centre
             per_pair.setdefault((a, b), []).append(gap if kernel == "time" else (k + 0.5) * bin_s)
-    scale = (lambda v: np.asarray(v)) if kernel == "time" else (lambda v: np.log(v))  # noqa: E731
-    values = {pair: scale(v) for pair, v in per_pair.items()}
+    units = (lambda v: np.asarray(v)) if kernel == "time" else (lambda v: np.log(v))  # noqa: E731
+    values = {pair: units(v) for pair, v in per_pair.items()}
     # the narrowest width: one bin (seconds), or one bin at the median transit (log-seconds)
     least = bin_s if kernel == "time" else bin_s / max(float(np.median(gaps)), bin_s)
-    pooled = bandwidth(scale(np.maximum(gaps, bin_s / 2)))
+    pooled = bandwidth(units(np.maximum(gaps, bin_s / 2)))
     spread = pooled_spread(list(values.values())) if rule == "pooled" else math.nan
     width = np.full((num_cams, num_cams), bandwidth_s if bandwidth_s else pooled, dtype=float)
     if bandwidth_s is None:
@@ -272,7 +345,11 @@ def fit_transit(
             h = 1.06 * spread * len(v) ** -0.2 if rule == "pooled" else bandwidth(v)
             width[a, b] = h if math.isfinite(h) and h > 0 else pooled
     width = np.where(np.isfinite(width) & (width > 0), width, least)
-    return TransitModel(counts, float(bin_s), np.maximum(width, least), source, kernel)
+    background = None
+    if scale == "posterior":
+        background = background_counts(labels, cams, times, num_cams, bins, bin_s, symmetric)
+    return TransitModel(counts, float(bin_s), np.maximum(width, least), source, kernel, scale,
+                        background)  # fmt: skip
 
 
 def compare(a: TransitModel, b: TransitModel) -> dict:
