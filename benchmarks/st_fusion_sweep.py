@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument(
         "--scale",
         default="peak",
-        choices=("peak", "posterior"),
+        choices=("peak", "posterior", "pair_posterior"),
         help="how counts become probabilities (cacl.temporal.transit.SCALES)",
     )
     parser.add_argument("--best", action="store_true", help="print the best fusion as st_table's "

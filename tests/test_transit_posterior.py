@@ -116,3 +116,28 @@ def test_the_posterior_survives_save_and_load_and_bad_ones_are_refused(tmp_path)
         TransitModel(model.counts, 1.0, model.bandwidth_s, scale="posterior")
     with pytest.raises(CaclError, match="unknown transit scale"):
         fit_transit(labels, cams, times, 3, scale="ratio")
+
+
+def test_the_pair_posterior_is_each_pairs_share_over_its_own_largest():
+    labels, cams, times = _crops(seed=2, clusters=40)
+    fit = lambda scale: fit_transit(labels, cams, times, 3, scale=scale)  # noqa: E731
+    posterior, pair = fit("posterior"), fit("pair_posterior")
+    np.testing.assert_array_equal(pair.background, posterior.background)
+    for a in range(3):
+        for b in range(3):
+            row = posterior.density[a, b]
+            if row.any():
+                np.testing.assert_allclose(pair.density[a, b], row / row.max(), atol=1e-6)
+                assert pair.density[a, b].max() == pytest.approx(1.0)
+            else:
+                assert not pair.density[a, b].any()
+
+
+def test_the_drawn_and_compared_distribution_is_the_transit_times_whatever_the_scale():
+    labels, cams, times = _crops(seed=4, clusters=30)
+    peak = fit_transit(labels, cams, times, 3)
+    for scale in ("posterior", "pair_posterior"):
+        other = fit_transit(labels, cams, times, 3, scale=scale)
+        for a, b in ((0, 1), (1, 2), (2, 0)):
+            np.testing.assert_allclose(other.pair_density(a, b), peak.pair_density(a, b), atol=1e-6)
+            np.testing.assert_allclose(peak.pair_density(a, b).sum(), 1.0, atol=1e-6)

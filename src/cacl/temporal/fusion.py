@@ -51,7 +51,7 @@ def fusion(name: str, similarity, probability, **params) -> np.ndarray:
 #: The fusion ``cacl eval --st`` and ``cacl serve`` use: ``(name, parameters)``. Chosen with
 #: the transit model's :data:`~cacl.temporal.transit.DEFAULT_ESTIMATOR` on the synthetic site's
 #: held-out seeds 4-6 (``benchmarks/st_fusion_sweep.py``, the largest mean gain of 25 fusions x
-#: 8 estimators: +0.135 mAP), never on the seeds 1-3 of the reported table.
+#: 14 estimators: +0.143 mAP), never on the seeds 1-3 of the reported table.
 DEFAULT_FUSION: tuple[str, dict] = ("log_linear", {"weight": 0.2, "floor": 0.2})
 
 

@@ -11,7 +11,9 @@ Silverman's rule on that pair's samples (``1.06 sd n^(-1/5)``, at least one bin;
 rule where a pair has fewer than 2 samples), as st-ReID smooths its histograms with a Gaussian
 but with a width that follows the data, then scaled so that its most likely transit time has
 probability 1 (the fusion's constants then mean the same for every pair, however many samples
-it has). Same-camera pairs, pairs never seen and gaps beyond the horizon get 0.
+it has). Same-camera pairs, pairs never seen and gaps beyond the horizon get 0. Those are
+``fit_transit``'s own defaults; the product's (:data:`DEFAULT_ESTIMATOR`) pool the two
+directions, smooth in log-seconds and divide by the strangers' gaps first (:data:`SCALES`).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class TransitModel:
         self.counts = np.asarray(self.counts, dtype=np.int64)
         if self.scale not in SCALES:
             raise CaclError(f"unknown transit scale {self.scale!r}; known: {', '.join(SCALES)}")
-        if self.scale == "posterior":
+        if self.scale != "peak":
             if self.background is None or np.shape(self.background) != self.counts.shape:
                 raise CaclError("a posterior transit model needs background counts shaped as "
                                 f"its counts {self.counts.shape}")  # fmt: skip
@@ -86,6 +88,8 @@ class TransitModel:
                 else:  # the share of visit pairs at this gap that are one person
                     strangers = self._smooth(self.background[a, b].astype(np.float64), a, b)
                     density[a, b] = smooth / (smooth + strangers + STRANGERS_PRIOR)
+                    if self.scale == "pair_posterior":
+                        density[a, b] /= density[a, b].max()
         if self.scale == "posterior" and density.max() > 0:
             density /= density.max()
         return density.astype(np.float32)
@@ -113,8 +117,11 @@ class TransitModel:
 
     def pair_density(self, a: int, b: int) -> np.ndarray:
         """The smoothed transit-time distribution of ``a -> b`` normalised to sum 1 (zeros if
-        the pair has no samples)."""
-        row = self.density[a, b].astype(np.float64)
+        the pair has no samples), whatever the :data:`SCALES` of the fusion's probability."""
+        row = self.counts[a, b].astype(np.float64)
+        if a == b or row.sum() == 0:
+            return np.zeros_like(row)
+        row = self._smooth(row, a, b)
         total = row.sum()
         return row / total if total > 0 else row
 
@@ -217,16 +224,21 @@ KERNELS = ("time", "log")
 #: :func:`background_counts`), divided by the largest share of any pair: it keeps what
 #: ``peak`` throws away, that a gap many strangers share says less than one few strangers
 #: share, and that a route few people take says less than a busy one.
-SCALES = ("peak", "posterior")
+#: ``pair_posterior``: the same share divided by the pair's own largest (the strangers' gaps
+#: kept, the route's traffic dropped: with few samples per pair that traffic is noisy).
+SCALES = ("peak", "posterior", "pair_posterior")
 #: The smoothed stranger pairs added to every bin of ``posterior`` (a bin no two strangers
 #: fell in does not make a lone sample certain).
 STRANGERS_PRIOR = 1.0
 
 #: The estimator of the product's transit models (training's ``transit.json``, ``cacl eval
 #: --st``): each pair's samples pooled with the reverse pair's (a walk from b to a takes as long
-#: as one from a to b, which doubles the samples per pair) and the pooled bandwidth; chosen with
+#: as one from a to b, which doubles the samples per pair), the log-normal kernel with each
+#: pair's Silverman width, and each pair's share of one person among all visit pairs at a gap,
+#: over its own largest (``pair_posterior``); chosen with
 #: :data:`cacl.temporal.fusion.DEFAULT_FUSION` on held-out site seeds (docs/method.md).
-DEFAULT_ESTIMATOR = {"kernel": "time", "rule": "pooled", "symmetric": True}
+DEFAULT_ESTIMATOR = {"kernel": "log", "rule": "silverman", "symmetric": True,
+                     "scale": "pair_posterior"}  # fmt: skip
 
 
 def log_smooth(row: np.ndarray, bin_s: float, width: float) -> np.ndarray:
@@ -346,7 +358,7 @@ def fit_transit(
             width[a, b] = h if math.isfinite(h) and h > 0 else pooled
     width = np.where(np.isfinite(width) & (width > 0), width, least)
     background = None
-    if scale == "posterior":
+    if scale != "peak":
         background = background_counts(labels, cams, times, num_cams, bins, bin_s, symmetric)
     return TransitModel(counts, float(bin_s), np.maximum(width, least), source, kernel, scale,
                         background)  # fmt: skip
