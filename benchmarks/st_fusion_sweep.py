@@ -27,6 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from first_run import cpu_model  # noqa: E402
 
+from cacl.temporal.transit import SCALES  # noqa: E402
+
 #: Parameters tried per fusion.
 GRID = {
     "logistic": {"gamma": [5.0, 10.0, 20.0], "lambda_time": [2.0, 10.0, 50.0]},
@@ -153,7 +155,7 @@ def main() -> None:
     parser.add_argument(
         "--scale",
         default="peak",
-        choices=("peak", "posterior", "pair_posterior"),
+        choices=SCALES,
         help="how counts become probabilities (cacl.temporal.transit.SCALES)",
     )
     parser.add_argument("--best", action="store_true", help="print the best fusion as st_table's "

@@ -130,8 +130,8 @@ def main() -> None:
     parser.add_argument("--kernel", help="the transit model's kernel (default: cacl's)")
     parser.add_argument("--symmetric", choices=("on", "off"), help="pool each camera pair's "
                         "samples with the reverse pair's (default: cacl's)")  # fmt: skip
-    parser.add_argument("--scale", help="peak or posterior (cacl.temporal.transit.SCALES; "
-                        "default: cacl's)")  # fmt: skip
+    parser.add_argument("--scale", help="one of cacl.temporal.transit.SCALES: peak, posterior, "
+                        "pair_posterior (default: cacl's)")  # fmt: skip
     args = parser.parse_args()
     fusion = (args.fusion, json.loads(args.params)) if args.fusion else None
     if args.summary:

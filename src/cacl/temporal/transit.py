@@ -59,6 +59,7 @@ class TransitModel:
             raise CaclError(f"a transit model needs (C, C, B) counts, got {self.counts.shape}")
         if self.kernel not in KERNELS:
             raise CaclError(f"unknown transit kernel {self.kernel!r}; known: {', '.join(KERNELS)}")
+        self.smoothed = self._smoothed()
         self.density = self._density()
 
     @property
@@ -75,14 +76,23 @@ class TransitModel:
         sigma = max(1.0, self.bandwidth_s[a, b] / self.bin_s)
         return gaussian_filter1d(row, sigma, mode="constant", truncate=4.0)
 
+    def _smoothed(self) -> np.ndarray:
+        """``(C, C, B)`` each pair's smoothed transit counts (0 for a pair without any)."""
+        out = np.zeros(self.counts.shape, dtype=np.float64)
+        for a in range(self.num_cams):
+            for b in range(self.num_cams):
+                row = self.counts[a, b].astype(np.float64)
+                if a != b and row.sum() > 0:
+                    out[a, b] = self._smooth(row, a, b)
+        return out
+
     def _density(self) -> np.ndarray:
         density = np.zeros(self.counts.shape, dtype=np.float64)
         for a in range(self.num_cams):
             for b in range(self.num_cams):
-                row = self.counts[a, b].astype(np.float64)
-                if a == b or row.sum() == 0:
+                smooth = self.smoothed[a, b]
+                if not smooth.any():
                     continue
-                smooth = self._smooth(row, a, b)
                 if self.scale == "peak":
                     density[a, b] = smooth / smooth.max()
                 else:  # the share of visit pairs at this gap that are one person
@@ -118,10 +128,7 @@ class TransitModel:
     def pair_density(self, a: int, b: int) -> np.ndarray:
         """The smoothed transit-time distribution of ``a -> b`` normalised to sum 1 (zeros if
         the pair has no samples), whatever the :data:`SCALES` of the fusion's probability."""
-        row = self.counts[a, b].astype(np.float64)
-        if a == b or row.sum() == 0:
-            return np.zeros_like(row)
-        row = self._smooth(row, a, b)
+        row = self.smoothed[a, b]
         total = row.sum()
         return row / total if total > 0 else row
 
